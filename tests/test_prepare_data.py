@@ -1,0 +1,401 @@
+"""Tests for harness/data.py and scripts/prepare_data.py (token data preparation).
+
+Expected numbers are derived from the input texts themselves, never typed in.
+No test touches the network: downloads go to a monkeypatched urlopen or to a refused local port.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from harness import data  # noqa: E402
+from harness.data import DataError, encoder, load_meta, load_split, prepare  # noqa: E402
+
+SCRIPT = ROOT / "scripts" / "prepare_data.py"
+TIKTOKEN_CACHE = (ROOT / ".." / "shared" / "tiktoken_cache").resolve()
+TINYSHAKESPEARE = (ROOT / ".." / "shared" / "data" / "tinyshakespeare.txt").resolve()
+UNREACHABLE_URL = "http://127.0.0.1:9/input.txt"  # discard port: connection refused, no network
+
+needs_tiktoken = pytest.mark.skipif(
+    not TIKTOKEN_CACHE.is_dir(),
+    reason=f"no offline tiktoken cache at {TIKTOKEN_CACHE}; gpt2 mode would need the network",
+)
+
+
+@pytest.fixture(autouse=True)
+def _offline_tiktoken(monkeypatch):
+    if TIKTOKEN_CACHE.is_dir():
+        monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
+
+
+def sample_text(n_lines: int = 60) -> str:
+    rng = np.random.default_rng(0)
+    words = ["to", "be", "or", "not", "that", "is", "the", "question", "Whether", "'tis", "nobler",
+             "ROMEO:", "JULIET:", "thou", "art", "café", "naïve", "—", "¿qué?", "日本"]
+    return "".join(" ".join(rng.choice(words, size=8)) + ".\n" for _ in range(n_lines))
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_bytes(text.encode("utf-8"))  # exact bytes, no newline translation
+    return path
+
+
+def run_cli(*args: str, cwd: Path = ROOT, script: Path = SCRIPT) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=env,
+                           capture_output=True, text=True, timeout=60)
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1, line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+
+
+# ----------------------------------------------------------------------------- round trips
+
+
+def test_char_round_trip(tmp_path):
+    text = sample_text()
+    src = write(tmp_path / "in.txt", text)
+    out = tmp_path / "out"
+    meta = prepare(src, out, mode="char", block_size=16)
+
+    assert meta == load_meta(out)
+    assert meta["format"] == "nanoproof-data-1" and meta["encoding"] == "char" and meta["dtype"] == "uint16"
+    assert meta["chars"] == sorted(set(text))
+    assert meta["vocab_size"] == len(set(text))
+    assert meta["source"] == str(src)
+    assert meta["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+
+    train, val = load_split(out, "train"), load_split(out, "val")
+    assert isinstance(train, np.memmap) and train.dtype == np.uint16
+    assert (out / "train.bin").stat().st_size == 2 * meta["train_tokens"] == 2 * len(train)
+    assert (out / "val.bin").stat().st_size == 2 * meta["val_tokens"] == 2 * len(val)
+    cut = int(len(text) * 0.9)
+    assert (meta["train_tokens"], meta["val_tokens"]) == (cut, len(text) - cut)
+
+    encode, decode = encoder(meta)
+    assert decode(train) == text[:cut] and decode(val) == text[cut:]
+    assert decode(train) + decode(val) == text
+    assert encode(text[:cut]) == train.tolist()
+    # nanoGPT layout: raw native uint16, readable without our loader
+    assert np.array_equal(np.fromfile(out / "train.bin", dtype=np.uint16), train)
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.bin", "val.bin"]
+
+
+def test_char_encode_rejects_unknown_character(tmp_path):
+    meta = prepare(write(tmp_path / "in.txt", sample_text()), tmp_path / "out", block_size=8)
+    encode, _ = encoder(meta)
+    with pytest.raises(DataError, match="'Z'"):
+        encode("Zebra")
+
+
+@needs_tiktoken
+def test_gpt2_round_trip(tmp_path):
+    import tiktoken
+
+    text = sample_text(40)
+    src = write(tmp_path / "in.txt", text)
+    out = tmp_path / "out"
+    meta = prepare(src, out, mode="gpt2", block_size=16)
+
+    enc = tiktoken.get_encoding("gpt2")
+    cut = int(len(text) * 0.9)
+    assert meta["encoding"] == "gpt2" and meta["chars"] is None
+    assert meta["vocab_size"] == enc.n_vocab
+    train, val = load_split(out, "train"), load_split(out, "val")
+    assert train.tolist() == enc.encode_ordinary(text[:cut])  # each split encoded separately
+    assert val.tolist() == enc.encode_ordinary(text[cut:])
+    assert (meta["train_tokens"], meta["val_tokens"]) == (len(train), len(val))
+    assert enc.decode(train.tolist()) + enc.decode(val.tolist()) == text
+    encode, decode = encoder(meta)
+    assert decode(train) + decode(val) == text
+    assert encode(text[cut:]) == val.tolist()
+
+
+@pytest.mark.skipif(not TINYSHAKESPEARE.is_file(), reason=f"tiny Shakespeare not found at {TINYSHAKESPEARE}")
+def test_char_tinyshakespeare(tmp_path):
+    text = TINYSHAKESPEARE.read_bytes().decode("utf-8")
+    meta = prepare(TINYSHAKESPEARE, tmp_path / "out", mode="char", block_size=256)
+    assert meta["vocab_size"] == len(set(text))  # 65 for the canonical file
+    assert meta["train_tokens"] + meta["val_tokens"] == len(text)  # 1,115,394
+    assert meta["train_tokens"] == int(len(text) * 0.9)
+    _, decode = encoder(meta)
+    assert decode(load_split(tmp_path / "out", "val")) == text[int(len(text) * 0.9):]
+
+
+def test_vocab_boundary_fits_uint16(tmp_path):
+    """65,536 distinct characters is the most uint16 ids can hold (0..65535): accepted."""
+    chars = [chr(c) for c in range(0xD800)] + [chr(c) for c in range(0xE000, 0xE000 + 65536 - 0xD800)]
+    assert len(chars) == 65536
+    src = write(tmp_path / "in.txt", "".join(chars))
+    meta = prepare(src, tmp_path / "out", block_size=8)
+    assert meta["vocab_size"] == 65536
+    assert int(load_split(tmp_path / "out", "val").max()) == 65535
+
+
+# ----------------------------------------------------------------------------- input errors
+
+
+def test_missing_file(tmp_path):
+    src = tmp_path / "nope.txt"
+    with pytest.raises(DataError, match="does not exist") as e:
+        prepare(src, tmp_path / "out")
+    assert str(src) in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_file(tmp_path):
+    src = write(tmp_path / "empty.txt", "")
+    with pytest.raises(DataError, match="is empty") as e:
+        prepare(src, tmp_path / "out")
+    assert str(src) in str(e.value)
+
+
+def test_non_utf8_file(tmp_path):
+    src = tmp_path / "latin1.txt"
+    src.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 50)
+    with pytest.raises(DataError, match="not valid UTF-8") as e:
+        prepare(src, tmp_path / "out")
+    assert str(src) in str(e.value) and "offset 3" in str(e.value)
+
+
+def test_too_short(tmp_path):
+    text = "abcdefghij" * 30  # 300 chars: train 270, val 30 tokens
+    src = write(tmp_path / "short.txt", text)
+    cut = int(len(text) * 0.9)
+    with pytest.raises(DataError) as e:
+        prepare(src, tmp_path / "out", block_size=64)
+    msg = str(e.value)
+    assert str(src) in msg and "too short" in msg
+    assert f"train split has {cut} tokens" in msg and f"val split has {len(text) - cut}" in msg
+    assert "at least 65" in msg
+    # one token fewer than needed fails, exactly block_size + 1 in the smaller split passes
+    prepare(src, tmp_path / "out", block_size=len(text) - cut - 1)
+    with pytest.raises(DataError, match="too short"):
+        prepare(src, tmp_path / "out2", block_size=len(text) - cut)
+
+
+def test_vocab_too_large(tmp_path):
+    chars = [chr(c) for c in range(0xD800)] + [chr(c) for c in range(0xE000, 0xE000 + 65537 - 0xD800)]
+    src = write(tmp_path / "huge_vocab.txt", "".join(chars))
+    with pytest.raises(DataError) as e:
+        prepare(src, tmp_path / "out")
+    msg = str(e.value)
+    assert str(src) in msg and "65537" in msg and "uint16" in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_mode_and_block_size(tmp_path):
+    src = write(tmp_path / "in.txt", sample_text())
+    with pytest.raises(DataError, match="unknown mode"):
+        prepare(src, tmp_path / "out", mode="bpe")
+    with pytest.raises(DataError, match="block_size"):
+        prepare(src, tmp_path / "out", block_size=0)
+
+
+# ----------------------------------------------------------------------------- loading errors
+
+
+def test_load_split_errors(tmp_path):
+    with pytest.raises(DataError, match="run scripts/prepare_data.py first") as e:
+        load_split(tmp_path / "missing", "train")
+    assert str(tmp_path / "missing") in str(e.value)
+
+    (tmp_path / "nometa").mkdir()
+    with pytest.raises(DataError, match="meta.json does not exist: run scripts/prepare_data.py first"):
+        load_split(tmp_path / "nometa", "train")
+
+    out = tmp_path / "out"
+    prepare(write(tmp_path / "in.txt", sample_text()), out, block_size=8)
+    with pytest.raises(DataError, match="unknown split"):
+        load_split(out, "test")
+    (out / "val.bin").unlink()
+    with pytest.raises(DataError, match=r"val\.bin does not exist: run scripts/prepare_data.py first"):
+        load_split(out, "val")
+    (out / "train.bin").write_bytes(b"\0" * 6)
+    with pytest.raises(DataError, match="inconsistent"):
+        load_split(out, "train")
+    (out / "meta.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(DataError, match="not a nanoproof-data-1 meta file"):
+        load_meta(out)
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def _fail_midway_on_val(monkeypatch):
+    real = data._write_bytes
+
+    def failing(f, payload):
+        if Path(f.name).name.startswith(".val.bin."):
+            real(f, payload[: len(payload) // 2])
+            raise OSError(28, "No space left on device")
+        real(f, payload)
+
+    monkeypatch.setattr(data, "_write_bytes", failing)
+
+
+def test_atomic_write_preserves_previous_contents(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    prepare(write(tmp_path / "old.txt", sample_text(30)), out, block_size=8)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    _fail_midway_on_val(monkeypatch)
+    with pytest.raises(DataError, match="No space left on device") as e:
+        prepare(write(tmp_path / "new.txt", sample_text(90)), out, block_size=8)
+    assert str(out) in str(e.value)
+
+    after = {p.name: p.read_bytes() for p in out.iterdir()}  # also lists any leftover temp file
+    assert after == before
+    monkeypatch.undo()
+    assert len(load_split(out, "val")) == load_meta(out)["val_tokens"]
+
+
+def test_atomic_write_leaves_nothing_when_new(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _fail_midway_on_val(monkeypatch)
+    with pytest.raises(DataError):
+        prepare(write(tmp_path / "in.txt", sample_text()), out, block_size=8)
+    assert list(out.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- tiny Shakespeare lookup
+
+
+class _FakeResponse:
+    def __init__(self, payload: bytes):
+        self.payload = payload
+
+    def read(self):
+        return self.payload
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_lookup_order(tmp_path):
+    root = tmp_path / "repo"
+    shared = write_parent(tmp_path / "shared" / "data" / "tinyshakespeare.txt", "shared copy\n")
+    logs = []
+    assert data.find_tinyshakespeare(root, url=UNREACHABLE_URL, log=logs.append) == (shared, str(shared))
+    assert str(shared) in logs[-1]
+    cache = write_parent(root / "data" / "tinyshakespeare.txt", "cached copy\n")
+    assert data.find_tinyshakespeare(root, url=UNREACHABLE_URL, log=logs.append) == (cache, str(cache))
+    assert str(cache) in logs[-1]
+
+
+def write_parent(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write(path, text)
+
+
+def test_download_into_cache(tmp_path, monkeypatch):
+    payload = sample_text().encode("utf-8")
+    seen = {}
+
+    def fake_urlopen(url, timeout=None):
+        seen.update(url=url, timeout=timeout)
+        return _FakeResponse(payload)
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_urlopen)
+    root = tmp_path / "repo"
+    path, source = data.find_tinyshakespeare(root, url="https://example.invalid/input.txt")
+    assert path == root / "data" / "tinyshakespeare.txt" and path.read_bytes() == payload
+    assert source == "https://example.invalid/input.txt" and seen["timeout"] == 30.0
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tinyshakespeare.txt"]  # no temp left
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (urllib.error.URLError("[Errno -3] Temporary failure in name resolution"), "name resolution"),
+        (urllib.error.HTTPError(data.TINYSHAKESPEARE_URL, 404, "Not Found", {}, None), "HTTP 404 Not Found"),
+        (TimeoutError("timed out"), "timed out"),
+    ],
+)
+def test_download_failure_monkeypatched(tmp_path, monkeypatch, error, reason):
+    def fake_urlopen(url, timeout=None):
+        raise error
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", fake_urlopen)
+    with pytest.raises(DataError) as e:
+        data.find_tinyshakespeare(tmp_path / "repo")
+    msg = str(e.value)
+    assert data.TINYSHAKESPEARE_URL in msg and reason in msg and "--input" in msg
+    assert "\n" not in msg
+    assert not (tmp_path / "repo" / "data" / "tinyshakespeare.txt").exists()
+
+
+def test_download_failure_unreachable(tmp_path):
+    with pytest.raises(DataError) as e:
+        data.find_tinyshakespeare(tmp_path / "repo", url=UNREACHABLE_URL, timeout=5)
+    msg = str(e.value)
+    assert UNREACHABLE_URL in msg and "refused" in msg.lower() and "--input" in msg
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_cli_success_and_help(tmp_path):
+    text = sample_text()
+    src = write(tmp_path / "in.txt", text)
+    proc = run_cli("--input", str(src), "--out", str(tmp_path / "out"), "--block_size", "8")
+    assert proc.returncode == 0, proc.stderr
+    meta = load_meta(tmp_path / "out")
+    assert f"vocab_size {meta['vocab_size']}" in proc.stdout and str(tmp_path / "out") in proc.stdout
+    assert f"{meta['train_tokens']:,}" in proc.stdout and f"{meta['val_tokens']:,}" in proc.stdout
+
+    help_text = run_cli("--help").stdout
+    for fragment in ("char", "gpt2", "data/shakespeare_char", "data/tinyshakespeare.txt",
+                     "../shared/data/tinyshakespeare.txt", "--block_size"):
+        assert fragment in help_text
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "short", "latin1"])
+def test_cli_errors(tmp_path, case):
+    src = tmp_path / f"{case}.txt"
+    expected = {"missing": "does not exist", "empty": "is empty", "short": "too short",
+                "latin1": "not valid UTF-8"}[case]
+    if case == "empty":
+        src.write_bytes(b"")
+    elif case == "short":
+        write(src, "x" * 100)
+    elif case == "latin1":
+        src.write_bytes(b"caf\xe9\n" * 100)
+    proc = run_cli("--input", str(src), "--out", str(tmp_path / "out"))
+    assert_clean_error(proc, str(src), expected)
+
+
+def test_cli_download_failure(tmp_path):
+    """End to end in a scratch copy of the repo that has no tiny Shakespeare nearby."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "harness").mkdir()
+    shutil.copy(SCRIPT, repo / "scripts" / "prepare_data.py")
+    shutil.copy(ROOT / "harness" / "data.py", repo / "harness" / "data.py")
+    (repo / "harness" / "__init__.py").write_text("")
+    proc = run_cli("--url", UNREACHABLE_URL, cwd=repo, script=repo / "scripts" / "prepare_data.py")
+    assert_clean_error(proc, UNREACHABLE_URL, "could not download", "--input")
+    assert not (repo / "data" / "shakespeare_char").exists()

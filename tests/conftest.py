@@ -1,0 +1,48 @@
+"""Shared fixtures: the implementation under test, the reference, and the shared files beside the repo."""
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from harness.contract import load_impl, load_reference
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+TINYSHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
+TIKTOKEN_CACHE = SHARED / "tiktoken_cache"
+
+# tiktoken must never download in tests: use the cached GPT-2 BPE files when they are here
+if TIKTOKEN_CACHE.is_dir():
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
+
+# Hypothesis profiles, chosen by HYPOTHESIS_PROFILE (default dev; .ci/run sets ci).
+settings.register_profile("dev", max_examples=20, deadline=None)
+settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, database=None,
+                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture(scope="session")
+def impl():
+    """The implementation under test: NANOPROOF_IMPL if set, else impl/gpt2.py."""
+    return load_impl(os.environ.get("NANOPROOF_IMPL"))
+
+
+@pytest.fixture(scope="session")
+def ref():
+    return load_reference()
+
+
+@pytest.fixture(scope="session")
+def tinyshakespeare():
+    if not TINYSHAKESPEARE.is_file():
+        pytest.skip(f"tiny Shakespeare not found at {TINYSHAKESPEARE} (the shared folder beside the repo)")
+    return TINYSHAKESPEARE
+
+
+@pytest.fixture(scope="session")
+def tiktoken_cache():
+    if not TIKTOKEN_CACHE.is_dir():
+        pytest.skip(f"tiktoken's GPT-2 files not found at {TIKTOKEN_CACHE}; tests never download them")
+    return TIKTOKEN_CACHE

@@ -23,6 +23,11 @@ GELU_C = math.sqrt(2.0 / math.pi)
 
 # ----------------------------------------------------------------------------- model
 
+def array_module(a):
+    """numpy or cupy, whichever holds `a`."""
+    return sys.modules[type(a).__module__.split(".")[0]]
+
+
 def param_shapes(cfg):
     V, T, C = cfg["vocab_size"], cfg["block_size"], cfg["n_embd"]
     shapes = {"wte": (V, C), "wpe": (T, C)}
@@ -69,7 +74,7 @@ def layernorm_back(dout, xhat, rstd, w):
 
 def forward(params, idx, targets, cfg):
     """Returns (mean cross-entropy as a float, or None without targets; cache of named arrays)."""
-    xp = sys.modules[type(params["wte"]).__module__.split(".")[0]]
+    xp = array_module(params["wte"])
     B, T = idx.shape
     C, NH = cfg["n_embd"], cfg["n_head"]
     HS = C // NH
@@ -101,8 +106,8 @@ def forward(params, idx, targets, cfg):
     logits = c["logits"] = x @ params["wte"].T
     if targets is None:
         return None, c
-    lse = xp.log(xp.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
-        + logits.max(-1, keepdims=True)
+    mx = logits.max(-1, keepdims=True)
+    lse = mx + xp.log(xp.exp(logits - mx).sum(-1, keepdims=True))              # log-sum-exp, (B, T, 1)
     c["probs"] = xp.exp(logits - lse)
     picked = xp.take_along_axis(logits - lse, targets[..., None], -1)
     return -float(picked.mean()), c
@@ -110,17 +115,16 @@ def forward(params, idx, targets, cfg):
 
 def backward(params, c, cfg):
     """Gradients of the mean loss, same keys as params: forward read backwards."""
-    xp = sys.modules[type(params["wte"]).__module__.split(".")[0]]
+    xp = array_module(params["wte"])
     idx, targets, probs = c["idx"], c["targets"], c["probs"]
     B, T = idx.shape
     C, NH = cfg["n_embd"], cfg["n_head"]
     HS = C // NH
     g = {}
     dlogits = probs.copy()                                                  # (B, T, V)
-    xp.put_along_axis(dlogits, targets[..., None],
-                      xp.take_along_axis(dlogits, targets[..., None], -1) - 1.0, -1)
+    dlogits.reshape(B * T, -1)[xp.arange(B * T), targets.reshape(-1)] -= 1.0  # softmax - onehot
     dlogits *= 1.0 / (B * T)
-    dwte = dlogits.reshape(-1, dlogits.shape[-1]).T @ c["ln_f"].reshape(B * T, C)  # lm_head part
+    dwte = dlogits.reshape(B * T, -1).T @ c["ln_f"].reshape(B * T, C)       # lm_head's share of wte
     dx = dlogits @ params["wte"]
     dx, g["ln_f.weight"], g["ln_f.bias"] = layernorm_back(dx, c["ln_f.xhat"], c["ln_f.rstd"],
                                                           params["ln_f.weight"])

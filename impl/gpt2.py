@@ -305,16 +305,17 @@ HPARAMS = ["learning_rate", "min_lr", "warmup_iters", "lr_decay_iters", "weight_
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train on a prepared folder (scripts/prepare_data.py), print val_loss")
+    tr = sub.add_parser("train", help="train on a prepared folder (scripts/prepare_data.py), print val_loss",
+                        description="Train with AdamW; defaults are nanoGPT's baby-GPT shakespeare_char config.")
     tr.add_argument("--data", required=True, help="folder with train.bin, val.bin, meta.json")
     tr.add_argument("--out", help="write the trained params to this .npz")
     for name, default in [("n_layer", 4), ("n_head", 4), ("n_embd", 128), ("block_size", 64), ("batch_size", 12),
                           ("max_iters", 2000), ("warmup_iters", 100), ("lr_decay_iters", 2000), ("eval_interval", 250),
                           ("eval_iters", 20), ("log_interval", 100), ("seed", 1337)]:
-        tr.add_argument("--" + name, type=int, default=default)
+        tr.add_argument("--" + name, type=int, default=default, help=f"default {default}")
     for name, default in [("learning_rate", 1e-3), ("min_lr", 1e-4), ("weight_decay", 0.1), ("beta1", 0.9),
                           ("beta2", 0.99), ("eps", 1e-8), ("grad_clip", 1.0)]:
-        tr.add_argument("--" + name, type=float, default=default)
+        tr.add_argument("--" + name, type=float, default=default, help=f"default {default}")
     sa = sub.add_parser("sample", help="continue a prompt with a checkpoint written by train")
     sa.add_argument("--ckpt", required=True)
     sa.add_argument("--prompt", default="")

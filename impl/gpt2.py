@@ -222,7 +222,8 @@ def estimate_loss(params, data, cfg, batch_size, eval_iters, seed, xp):
 
 
 def load_data(folder):
-    meta = json.load(open(os.path.join(folder, "meta.json")))
+    with open(os.path.join(folder, "meta.json")) as f:
+        meta = json.load(f)
     split = lambda s: np.memmap(os.path.join(folder, f"{s}.bin"), dtype=np.uint16, mode="r")
     return split("train"), split("val"), meta
 
@@ -285,6 +286,9 @@ def sample(args, xp):
     data = meta["data"]
     if data["encoding"] == "char":
         stoi = {ch: i for i, ch in enumerate(data["chars"])}
+        unknown = sorted(set(args.prompt) - set(stoi))
+        if unknown:
+            sys.exit(f"sample: the prompt has characters outside the vocabulary: {unknown!r}")
         encode, decode = (lambda s: [stoi[ch] for ch in s]), (lambda ids: "".join(data["chars"][i] for i in ids))
     else:
         import tiktoken

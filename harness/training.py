@@ -1,0 +1,432 @@
+"""Train any contract module (impl/gpt2.py, reference/, a user's file) the way nanoGPT's train.py does,
+with a JSON-lines log, atomic checkpoints and a bit-identical resume.
+
+One iteration ``step`` (0-based) is nanoGPT's::
+
+    lr = lr_at(step); x, y = get_batch(train); loss, cache = forward(x, y)
+    grads = backward(cache); grad_norm = adamw_step(params, grads, state, step, lr)
+
+Before the update of every ``step % eval_interval == 0`` and after the last update (``step ==
+max_iters``), the model is evaluated (nanoGPT's ``estimate_loss``: the mean loss of ``eval_iters``
+batches of each split) and a checkpoint is written. The random numbers follow impl/gpt2.py's own
+``train`` command, so both report the same val loss for the same settings:
+
+- init: ``module.init(config, seed, xp, dtype)``;
+- training batches: one ``Generator(PCG64([seed, 1]))`` for the whole run (its state is checkpointed);
+- evaluation batches: a fresh ``Generator(PCG64([seed, 2]))`` for each split at every evaluation, so
+  every evaluation sees the same batches and the curve shows the model, not the sampling.
+
+Files in ``out_dir`` (each written atomically: temp file in the same folder, then ``os.replace``):
+
+- ``log.jsonl``: one JSON object a line, in order. Iteration records
+  ``{"kind": "iter", "step", "loss", "lr", "grad_norm", "ms"}`` (``loss`` is the training batch's loss
+  before the update; ``ms`` the wall time of the iteration) and evaluation records
+  ``{"kind": "eval", "step", "train_loss", "val_loss"}`` (``step`` = number of updates done).
+  Every field but ``ms`` is deterministic. The log is appended to as training goes; on resume it is
+  rewritten from the checkpoint's history first, so records of an interrupted tail are dropped.
+- ``ckpt.npz`` (``np.savez``, nothing pickled; the format impl/gpt2.py's ``sample`` reads):
+  ``params/<name>`` and ``state/<key>`` arrays on the host, and ``meta``, a 0-d unicode array holding
+  JSON: ``format``, ``config``, ``hparams``, ``data`` (the data folder's meta.json), ``step``, ``dtype``,
+  ``seed``, ``batch_size``, ``eval_interval``, ``eval_iters``, ``max_iters``, ``rng_state`` (the
+  training generator's ``bit_generator.state``), ``history`` (every log record so far), ``module``,
+  ``backend``.
+- ``loss.png`` with ``plot=True``: training batch loss and evaluated train/val loss against step.
+
+``resume=True`` continues from ``ckpt.npz`` so that params, optimizer state, losses and log records
+(but ``ms``) are bit-identical to one uninterrupted run of ``max_iters`` on the same machine and
+backend. The checkpoint's config, dtype, seed, batch size, hparams, evaluation settings and data must
+equal the requested ones (only ``max_iters`` may change); anything else is a :class:`CheckpointError`.
+A checkpoint written at the end of a shorter run (a step that is not a multiple of ``eval_interval``)
+carries that run's final evaluation; resuming past it drops that record, as an uninterrupted run
+never made it (evaluation draws no training random numbers, so the parameters are unaffected).
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from harness.contract import CONFIG_KEYS, HPARAM_KEYS
+from harness.data import atomic_write_bytes, load_meta, load_split
+
+CKPT_FORMAT = "nanoproof-ckpt-1"
+CKPT_NAME = "ckpt.npz"
+LOG_NAME = "log.jsonl"
+PLOT_NAME = "loss.png"
+DTYPES = ("float32", "float64")
+TRAIN_STREAM, EVAL_STREAM = 1, 2  # PCG64([seed, stream]): impl/gpt2.py's train command's convention
+# the settings that must be equal to resume a run (max_iters may change)
+RESUME_KEYS = ("config", "dtype", "seed", "batch_size", "hparams", "eval_interval", "eval_iters")
+# the data meta fields that decide the token streams (not `source`: the same text may have moved)
+DATA_KEYS = ("encoding", "vocab_size", "chars", "train_tokens", "val_tokens", "source_sha256")
+
+
+_UMASK = os.umask(0o022)  # read the process umask (os.umask can only read by setting) ...
+os.umask(_UMASK)  # ... and put it back at once
+
+
+class TrainingError(Exception):
+    """A training run that cannot start or continue, with a one-line message meant for the user."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint that is missing, unreadable, not ours, or of a different run than requested."""
+
+
+@dataclass
+class TrainResult:
+    """What a run ends with. ``history`` holds every log record (see the module docstring)."""
+    val_loss: float                 # evaluated after the last update
+    train_loss: float               # evaluated after the last update (mean over eval_iters batches)
+    step: int                       # updates done (= max_iters)
+    history: list[dict] = field(repr=False)
+    params: dict = field(repr=False)
+    state: dict = field(repr=False)
+    resumed_from: int | None = None  # the checkpoint's step when resumed
+
+    @property
+    def evals(self) -> list[dict]:
+        return [r for r in self.history if r["kind"] == "eval"]
+
+    @property
+    def iters(self) -> list[dict]:
+        return [r for r in self.history if r["kind"] == "iter"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def to_host(a) -> np.ndarray:
+    """A numpy array of ``a`` (cupy arrays are copied to the host)."""
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def _one_line(x: object) -> str:
+    return " ".join(str(x).split())
+
+
+def _synchronize(xp) -> None:
+    """Wait for queued GPU work (so ms/iter is the time of the iteration, not of its launch)."""
+    cuda = getattr(xp, "cuda", None)
+    if cuda is not None:
+        cuda.Stream.null.synchronize()
+
+
+def make_config(meta: dict, *, n_layer: int, n_head: int, n_embd: int, block_size: int) -> dict:
+    """A model config for a data folder's meta: vocab_size from the data, the rest as given."""
+    return {"vocab_size": int(meta["vocab_size"]), "block_size": block_size, "n_layer": n_layer,
+            "n_head": n_head, "n_embd": n_embd}
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise TrainingError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_config(config: dict, meta: dict) -> dict:
+    """Validate a model config against the data; return it as a plain dict of ints."""
+    missing = [k for k in CONFIG_KEYS if k not in config and k != "vocab_size"]
+    if missing:
+        raise TrainingError(f"config lacks {', '.join(missing)} (needs {', '.join(CONFIG_KEYS)})")
+    cfg = {k: _positive_int(k, config.get(k, meta["vocab_size"])) for k in CONFIG_KEYS}
+    if cfg["n_embd"] % cfg["n_head"]:
+        raise TrainingError(f"n_embd {cfg['n_embd']} is not divisible by n_head {cfg['n_head']} "
+                            f"(each head gets n_embd / n_head channels)")
+    if cfg["vocab_size"] < meta["vocab_size"]:
+        raise TrainingError(f"vocab_size {cfg['vocab_size']} is smaller than the data's "
+                            f"vocabulary of {meta['vocab_size']}")
+    return cfg
+
+
+def check_hparams(hparams: dict) -> dict:
+    missing = [k for k in HPARAM_KEYS if k not in hparams]
+    if missing:
+        raise TrainingError(f"hparams lack {', '.join(missing)} (needs {', '.join(HPARAM_KEYS)})")
+    return {k: hparams[k] for k in HPARAM_KEYS}
+
+
+def estimate_loss(module, params, data, config, batch_size, eval_iters, seed, xp) -> float:
+    """nanoGPT's estimate_loss for one split: the mean loss of eval_iters batches drawn by a fresh
+    Generator(PCG64([seed, 2])), summed in order as impl/gpt2.py's estimate_loss does."""
+    rng = np.random.Generator(np.random.PCG64([seed, EVAL_STREAM]))
+    losses = []
+    for _ in range(eval_iters):
+        x, y = module.get_batch(data, batch_size, config["block_size"], rng)
+        losses.append(float(module.forward(params, xp.asarray(x), xp.asarray(y), config)[0]))
+    return sum(losses) / len(losses)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path, params: dict, state: dict, meta: dict) -> None:
+    """Write params, optimizer state and JSON meta to ``path`` (.npz, no pickle) atomically."""
+    path = Path(path)
+    arrays = {f"params/{k}": to_host(v) for k, v in params.items()}
+    arrays.update({f"state/{k}": to_host(v) for k, v in state.items()})
+    arrays["meta"] = np.array(json.dumps(meta))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path) -> tuple[dict, dict, dict]:
+    """Read a checkpoint written by :func:`save_checkpoint`: ``(params, state, meta)`` as host arrays
+    and a dict. Raises CheckpointError naming the file when it is missing, corrupt or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint to resume from (train without --resume first)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "meta" not in f.files:
+                raise ValueError("it has no 'meta' entry")
+            meta = json.loads(str(f["meta"][()]))
+            params = {k[len("params/"):]: np.array(f[k]) for k in f.files if k.startswith("params/")}
+            state = {k[len("state/"):]: np.array(f[k]) for k in f.files if k.startswith("state/")}
+    except Exception as e:  # zip, npy, JSON and I/O errors all mean "not a readable checkpoint"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
+                              f"{_one_line(e)}); delete it or train without --resume") from None
+    if not isinstance(meta, dict) or meta.get("format") != CKPT_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: not a {CKPT_FORMAT} checkpoint (format: {found!r}); "
+                              f"impl/gpt2.py's own train command writes params only and cannot be resumed")
+    missing = [k for k in RESUME_KEYS + ("data", "step", "rng_state", "history") if k not in meta]
+    if missing or not params:
+        what = ", ".join(missing) or "params"
+        raise CheckpointError(f"{path}: checkpoint lacks {what}; delete it or train without --resume")
+    kinds = {"data": dict, "config": dict, "hparams": dict, "rng_state": dict, "history": list, "step": int}
+    bad = [k for k, kind in kinds.items() if not isinstance(meta[k], kind)]
+    if bad:
+        raise CheckpointError(f"{path}: checkpoint meta has malformed {', '.join(bad)}; "
+                              f"delete it or train without --resume")
+    return params, state, meta
+
+
+def _check_resumable(path, meta: dict, requested: dict, data_meta: dict, max_iters: int) -> None:
+    diffs = []
+    for key, want in requested.items():
+        have = meta.get(key)
+        if isinstance(want, dict) and isinstance(have, dict):
+            diffs += [f"{key}.{k}: checkpoint {have.get(k)!r}, requested {want.get(k)!r}"
+                      for k in sorted(set(want) | set(have)) if have.get(k) != want.get(k)]
+        elif have != want:
+            diffs.append(f"{key}: checkpoint {have!r}, requested {want!r}")
+    diffs += [f"data.{k}: checkpoint {meta['data'].get(k)!r}, data folder {data_meta.get(k)!r}"
+              for k in DATA_KEYS if meta["data"].get(k) != data_meta.get(k)]
+    if diffs:
+        raise CheckpointError(f"{path}: cannot resume, the checkpoint is of a different run ("
+                              + "; ".join(diffs) + "); use its settings or another out_dir")
+    if meta["step"] > max_iters:
+        raise CheckpointError(f"{path}: cannot resume to max_iters {max_iters}: the checkpoint is "
+                              f"already at step {meta['step']}")
+
+
+def _restore(module, path, ck_params, ck_state, config, seed, xp, dtype):
+    """Move a checkpoint's arrays to xp after checking them against a fresh init's names/shapes."""
+    fresh = module.init(config, seed, xp, dtype)
+    for name, p in fresh.items():
+        a = ck_params.get(name)
+        if a is None or a.shape != tuple(p.shape) or a.dtype != np.dtype(dtype):
+            got = "missing" if a is None else f"{a.dtype} {a.shape}"
+            raise CheckpointError(f"{path}: parameter {name} is {got}, expected {dtype} "
+                                  f"{tuple(p.shape)}; the checkpoint does not fit this model")
+    extra = sorted(set(ck_params) - set(fresh))
+    if extra:
+        raise CheckpointError(f"{path}: unexpected parameter(s) {', '.join(extra[:5])}")
+    # fresh copies: the run goes on in newly allocated arrays, as an uninterrupted one does
+    params = {name: xp.array(ck_params[name], copy=True) for name in fresh}
+    state = {k: xp.array(v, copy=True) for k, v in ck_state.items()}
+    return params, state
+
+
+# ----------------------------------------------------------------------------- log and plot
+
+class _JsonlLog:
+    """log.jsonl: (re)written with the records so far, then appended to one flushed line at a time."""
+
+    def __init__(self, path: Path, records: list[dict]):
+        atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
+        self.f = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self.f.write(json.dumps(record) + "\n")
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def plot_history(history: list[dict], path) -> None:
+    """Write a PNG of the training batch loss and the evaluated train/val loss against step.
+    Uses matplotlib's Agg canvas directly (no pyplot, no global backend change)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    iters = [r for r in history if r["kind"] == "iter"]
+    evals = [r for r in history if r["kind"] == "eval"]
+    fig = Figure(figsize=(8, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if iters:
+        ax.plot([r["step"] for r in iters], [r["loss"] for r in iters], color="0.75", lw=0.8,
+                label="train (batch)")
+    ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (eval)")
+    ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "s-", label="val (eval)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- training
+
+def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batch_size: int,
+          eval_interval: int, eval_iters: int, seed: int = 1337, xp=np, dtype: str = "float32",
+          out_dir=None, resume: bool = False, progress: bool = True, plot: bool = False,
+          log_interval: int = 0, echo: Callable[[str], None] | None = None) -> TrainResult:
+    """Train ``module`` (anything with the contract's functions) on a prepared data folder.
+
+    ``config``: CONFIG_KEYS (vocab_size may be left out: the data's); ``hparams``: HPARAM_KEYS.
+    ``out_dir``: where log.jsonl, ckpt.npz (and loss.png with ``plot``) go; None writes nothing.
+    ``progress``: a tqdm bar on stderr (only when stderr is a TTY). ``echo``: called with one line per
+    evaluation, checkpoint and (every ``log_interval`` steps, when no bar is shown) iteration.
+    Raises TrainingError / CheckpointError, and harness.data.DataError for a bad data folder.
+    """
+    from tqdm import tqdm
+
+    meta = load_meta(data_dir)
+    splits = {s: load_split(data_dir, s) for s in ("train", "val")}
+    config = check_config(config, meta)
+    hparams = check_hparams(hparams)
+    max_iters = _positive_int("max_iters", max_iters, 0)
+    batch_size = _positive_int("batch_size", batch_size)
+    eval_interval = _positive_int("eval_interval", eval_interval)
+    eval_iters = _positive_int("eval_iters", eval_iters)
+    log_interval = _positive_int("log_interval", log_interval, 0)
+    seed = _positive_int("seed", seed, 0)
+    if hparams["warmup_iters"] == hparams["lr_decay_iters"] < max_iters:
+        raise TrainingError(f"lr_decay_iters ({hparams['lr_decay_iters']}) must differ from warmup_iters: "
+                            f"the cosine decay between them would have zero length")
+    if dtype not in DTYPES:
+        raise TrainingError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    for name, data in splits.items():
+        if len(data) < config["block_size"] + 1:
+            raise TrainingError(f"block_size {config['block_size']} is too large for the {name} split "
+                                f"of {data_dir} ({len(data)} tokens; a batch needs at least "
+                                f"block_size + 1 = {config['block_size'] + 1})")
+    if (resume or plot) and out_dir is None:
+        raise TrainingError("resume and plot need an out_dir")
+    say = echo or (lambda msg: None)
+
+    run = {"config": config, "dtype": dtype, "seed": seed, "batch_size": batch_size,
+           "hparams": hparams, "eval_interval": eval_interval, "eval_iters": eval_iters}
+    out_dir = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out_dir / CKPT_NAME if out_dir is not None else None
+    rng = np.random.Generator(np.random.PCG64([seed, TRAIN_STREAM]))
+    if resume:
+        ck_params, ck_state, ck_meta = load_checkpoint(ckpt_path)
+        _check_resumable(ckpt_path, ck_meta, run, meta, max_iters)
+        params, state = _restore(module, ckpt_path, ck_params, ck_state, config, seed, xp, dtype)
+        try:
+            rng.bit_generator.state = ck_meta["rng_state"]
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{ckpt_path}: bad rng_state ({_one_line(e)})") from None
+        start, history = ck_meta["step"], list(ck_meta["history"])
+        if start % eval_interval and start < max_iters and history and history[-1]["kind"] == "eval":
+            history.pop()  # the final evaluation of a shorter run: an uninterrupted run has none here
+        say(f"resuming from {ckpt_path} at step {start}")
+    else:
+        params, state, start, history = module.init(config, seed, xp, dtype), {}, 0, []
+
+    log = None
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            log = _JsonlLog(out_dir / LOG_NAME, history)
+        except OSError as e:
+            raise TrainingError(f"cannot write to out_dir {out_dir}: {_one_line(e.strerror or e)}") from None
+
+    def record(rec: dict) -> None:
+        history.append(rec)
+        if log is not None:
+            log.write(rec)
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(ckpt_path, params, state, {
+            "format": CKPT_FORMAT, **run, "data": meta, "step": step, "max_iters": max_iters,
+            "rng_state": rng.bit_generator.state, "history": history,
+            "module": str(getattr(module, "__file__", None) or getattr(module, "__name__", "?")),
+            "backend": xp.__name__})
+
+    bar = tqdm(total=max_iters, initial=start, desc="train", unit="it", file=sys.stderr,
+               disable=None if progress else True, dynamic_ncols=True)
+    if not bar.disable:
+        say = (lambda msg: tqdm.write(msg, file=sys.stdout)) if echo else say
+    train_loss = val_loss = None
+    try:
+        for step in range(start, max_iters + 1):
+            is_eval = step % eval_interval == 0 or step == max_iters
+            if is_eval and not (resume and step == start):
+                train_loss, val_loss = (estimate_loss(module, params, splits[s], config, batch_size,
+                                                      eval_iters, seed, xp) for s in ("train", "val"))
+                record({"kind": "eval", "step": step, "train_loss": train_loss, "val_loss": val_loss})
+                say(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
+                bar.set_postfix(val_loss=f"{val_loss:.4f}", refresh=False)
+                if ckpt_path is not None:
+                    checkpoint(step)
+            if step == max_iters:
+                break
+            t0 = time.perf_counter()
+            lr = float(module.lr_at(step, hparams))
+            x, y = module.get_batch(splits["train"], batch_size, config["block_size"], rng)
+            loss, cache = module.forward(params, xp.asarray(x), xp.asarray(y), config)
+            grads = module.backward(params, cache, config)
+            del cache
+            grad_norm = float(module.adamw_step(params, grads, state, step, lr, hparams))
+            del grads
+            _synchronize(xp)
+            ms = 1000.0 * (time.perf_counter() - t0)
+            record({"kind": "iter", "step": step, "loss": float(loss), "lr": lr,
+                    "grad_norm": grad_norm, "ms": ms})
+            if log_interval and bar.disable and step % log_interval == 0:
+                say(f"iter {step}: loss {float(loss):.4f}, lr {lr:.3e}, grad norm {grad_norm:.4f}, "
+                    f"{ms:.1f} ms")
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.4f}", val_loss="-" if val_loss is None else f"{val_loss:.4f}",
+                            refresh=False)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    if ckpt_path is not None:
+        say(f"saved checkpoint {ckpt_path} (step {max_iters})")
+    if plot:
+        plot_history(history, out_dir / PLOT_NAME)
+        say(f"saved plot {out_dir / PLOT_NAME}")
+    if train_loss is None:  # resumed at max_iters: nothing left to do, the last evaluation stands
+        last = [r for r in history if r["kind"] == "eval"][-1]
+        train_loss, val_loss = last["train_loss"], last["val_loss"]
+    if math.isnan(val_loss):
+        say("warning: val loss is NaN")
+    return TrainResult(val_loss=val_loss, train_loss=train_loss, step=max_iters, history=history,
+                       params=params, state=state, resumed_from=start if resume else None)

@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""Train impl/gpt2.py (or reference/, or any contract file) on a prepared data folder, nanoGPT-style.
+
+Thin command-line front end over harness.training.train; the flags are nanoGPT's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+if importlib.util.find_spec("harness") is None:  # run as `python scripts/train.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from harness.contract import ContractError, load_impl, load_reference  # noqa: E402
+from harness.data import REPO_ROOT, DataError, find_tinyshakespeare, load_meta, prepare  # noqa: E402
+from harness.training import (  # noqa: E402
+    CKPT_NAME, LOG_NAME, PLOT_NAME, TrainingError, make_config, train,
+)
+
+DEFAULT_DATASET = REPO_ROOT / "data" / "shakespeare_char"
+DEFAULT_OUT_DIR = REPO_ROOT / "out"
+
+DESCRIPTION = f"""\
+Train a GPT-2 through the contract (harness/contract.py) on a prepared data folder
+(scripts/prepare_data.py), the way nanoGPT's train.py does: linear warmup + cosine learning-rate
+decay, AdamW with global gradient-norm clipping, train/val loss estimated every --eval_interval
+steps and after the last one. The defaults are nanoGPT's "baby GPT on CPU" configuration
+(config/train_shakespeare_char.py with the CPU overrides of its README): a 4-layer, 4-head,
+128-channel model with 64-token context on character-level tiny Shakespeare.
+
+Random numbers follow impl/gpt2.py's own train command (init from --seed, training batches from
+PCG64([seed, 1]), evaluation batches from a fresh PCG64([seed, 2]) at each evaluation), so both
+print the same val loss for the same settings.
+
+Written to --out_dir (each file atomically):
+  {LOG_NAME:<10} one JSON record per iteration (step, loss, lr, grad_norm, ms) and per evaluation
+             (step, train_loss, val_loss)
+  {CKPT_NAME:<10} params, AdamW state, training-RNG state and settings, at every evaluation;
+             no pickle; `python impl/gpt2.py sample --ckpt {DEFAULT_OUT_DIR.name}/{CKPT_NAME}` samples from it
+  {PLOT_NAME:<10} with --plot: loss against step
+
+--resume continues from {CKPT_NAME} bit-identically to an uninterrupted run (same machine and backend);
+only --max_iters may differ from the run that wrote it.
+"""
+
+EPILOG = """\
+The last line printed is `val_loss <value>` (the val loss after the last step).
+
+examples:
+  python scripts/train.py                                 # baby GPT, 2000 iters, on the CPU
+  python scripts/train.py --max_iters 500 --plot
+  python scripts/train.py --max_iters 4000 --lr_decay_iters 4000 --resume   # (needs same settings)
+  python scripts/train.py --reference --dtype float64 --max_iters 50
+
+user errors (missing data, bad checkpoint, impossible sizes) print one line to stderr and exit 2.
+"""
+
+
+def positive_int(s: str) -> int:
+    try:
+        n = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def nonnegative_int(s: str) -> int:
+    try:
+        n = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train.py", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = p.add_argument_group("model (defaults: baby GPT)")
+    m.add_argument("--n_layer", type=positive_int, default=4, metavar="N",
+                   help="transformer blocks (default: %(default)s)")
+    m.add_argument("--n_head", type=positive_int, default=4, metavar="N",
+                   help="attention heads per block; must divide n_embd (default: %(default)s)")
+    m.add_argument("--n_embd", type=positive_int, default=128, metavar="N",
+                   help="channels of the residual stream (default: %(default)s)")
+    m.add_argument("--block_size", type=positive_int, default=64, metavar="N",
+                   help="context length in tokens (default: %(default)s)")
+
+    t = p.add_argument_group("training (defaults: baby GPT)")
+    t.add_argument("--batch_size", type=positive_int, default=12, metavar="N",
+                   help="sequences per iteration (default: %(default)s)")
+    t.add_argument("--max_iters", type=nonnegative_int, default=2000, metavar="N",
+                   help="optimizer steps in all, counting those of a resumed run (default: %(default)s)")
+    t.add_argument("--learning_rate", type=float, default=1e-3, metavar="LR",
+                   help="peak learning rate, reached after warmup (default: %(default)s)")
+    t.add_argument("--min_lr", type=float, default=1e-4, metavar="LR",
+                   help="learning rate at and after lr_decay_iters (default: %(default)s)")
+    t.add_argument("--warmup_iters", type=nonnegative_int, default=100, metavar="N",
+                   help="steps of linear warmup (default: %(default)s)")
+    t.add_argument("--lr_decay_iters", type=positive_int, default=2000, metavar="N",
+                   help="step where the cosine decay reaches min_lr; nanoGPT sets it to max_iters "
+                        "(default: %(default)s)")
+    t.add_argument("--weight_decay", type=float, default=0.1, metavar="WD",
+                   help="AdamW's decoupled weight decay, on 2-D tensors only (default: %(default)s)")
+    t.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1 (default: %(default)s)")
+    t.add_argument("--beta2", type=float, default=0.99,
+                   help="AdamW beta2; 0.99 for this small model (default: %(default)s)")
+    t.add_argument("--eps", type=float, default=1e-8, help="AdamW epsilon (default: %(default)s)")
+    t.add_argument("--grad_clip", type=float, default=1.0, metavar="NORM",
+                   help="clip the global gradient norm to this; 0 disables (default: %(default)s)")
+    t.add_argument("--seed", type=nonnegative_int, default=1337,
+                   help="seeds init, training batches and evaluation batches (default: %(default)s)")
+
+    e = p.add_argument_group("evaluation and output")
+    e.add_argument("--eval_interval", type=positive_int, default=250, metavar="N",
+                   help="estimate train/val loss and checkpoint every N steps (default: %(default)s)")
+    e.add_argument("--eval_iters", type=positive_int, default=20, metavar="N",
+                   help="batches per loss estimate (default: %(default)s)")
+    e.add_argument("--log_interval", type=nonnegative_int, default=10, metavar="N",
+                   help="print an iteration line every N steps when there is no progress bar; "
+                        "0 never (default: %(default)s)")
+    e.add_argument("--dataset", metavar="DIR", default=None,
+                   help=f"prepared data folder (default: <repo>/data/shakespeare_char, prepared "
+                        f"from tiny Shakespeare automatically when missing)")
+    e.add_argument("--out_dir", metavar="DIR", default=None,
+                   help=f"where {LOG_NAME}, {CKPT_NAME} and {PLOT_NAME} go (default: <repo>/out)")
+    e.add_argument("--resume", action="store_true",
+                   help=f"continue from out_dir/{CKPT_NAME} (same settings; max_iters may grow)")
+    e.add_argument("--plot", action="store_true", help=f"write out_dir/{PLOT_NAME}")
+    e.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (there is none anyway when stderr is not a terminal)")
+
+    b = p.add_argument_group("implementation and backend")
+    which = b.add_mutually_exclusive_group()
+    which.add_argument("--reference", action="store_true",
+                       help="train reference/ (the readable GPT-2) instead of impl/gpt2.py")
+    which.add_argument("--impl", metavar="PATH", default=None,
+                       help="train this contract file instead of impl/gpt2.py")
+    b.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="parameter and activation dtype (default: %(default)s)")
+    b.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                   help="cpu: numpy; gpu: cupy (must be installed) (default: %(default)s)")
+    return p
+
+
+def array_module(device: str):
+    if device == "cpu":
+        return np
+    try:
+        import cupy
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # ImportError, or a CUDA runtime error when there is no GPU/driver
+        raise TrainingError(f"--device gpu needs cupy and a CUDA GPU: {type(e).__name__}: "
+                            f"{' '.join(str(e).split())}") from None
+    return cupy
+
+
+def resolve_dataset(arg: str | None) -> Path:
+    """The data folder; the default one is prepared from tiny Shakespeare when it is missing."""
+    if arg is not None:
+        return Path(arg)
+    if not (DEFAULT_DATASET / "meta.json").is_file():
+        print(f"{DEFAULT_DATASET} not found: preparing it from tiny Shakespeare (char mode)", flush=True)
+        text_path, source = find_tinyshakespeare(log=print)
+        meta = prepare(text_path, DEFAULT_DATASET, mode="char", source=source)
+        print(f"prepared {DEFAULT_DATASET}: vocab_size {meta['vocab_size']}, "
+              f"train {meta['train_tokens']:,} tokens, val {meta['val_tokens']:,} tokens", flush=True)
+    return DEFAULT_DATASET
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        xp = array_module(args.device)
+        module = load_reference() if args.reference else load_impl(args.impl)
+        dataset = resolve_dataset(args.dataset)
+        meta = load_meta(dataset)
+        config = make_config(meta, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
+                             block_size=args.block_size)
+        hparams = {k: getattr(args, k) for k in ("learning_rate", "min_lr", "warmup_iters",
+                                                  "lr_decay_iters", "weight_decay", "beta1", "beta2",
+                                                  "eps", "grad_clip")}
+        out_dir = Path(args.out_dir) if args.out_dir is not None else DEFAULT_OUT_DIR
+        which = "reference/" if args.reference else (args.impl or "impl/gpt2.py")
+        print(f"training {which} on {dataset} ({args.device}, {args.dtype}): {config}", flush=True)
+        t0 = time.perf_counter()
+        result = train(module, dataset, config, hparams, max_iters=args.max_iters,
+                       batch_size=args.batch_size, eval_interval=args.eval_interval,
+                       eval_iters=args.eval_iters, seed=args.seed, xp=xp, dtype=args.dtype,
+                       out_dir=out_dir, resume=args.resume, progress=args.progress, plot=args.plot,
+                       log_interval=args.log_interval, echo=lambda s: print(s, flush=True))
+    except (TrainingError, DataError, ContractError) as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    wall = time.perf_counter() - t0
+    new = [r["ms"] for r in result.iters if result.resumed_from is None or r["step"] >= result.resumed_from]
+    if new:
+        print(f"{len(new)} iterations in {wall:.1f} s, {sum(new) / len(new):.1f} ms/iter "
+              f"(train loss {result.train_loss:.4f})")
+    print(f"val_loss {result.val_loss:.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""harness/training.py and scripts/train.py: resume is bit-identical, the checkpoint is impl's format,
+the log and plot are written, the CLI's last line is the val loss, user errors are one clear line,
+and training actually learns. Tiny models on small char datasets prepared in tmp_path."""
+import importlib.util
+import json
+import math
+import re
+import subprocess
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.data import prepare
+from harness.training import (
+    CKPT_NAME, LOG_NAME, PLOT_NAME, CheckpointError, TrainingError, load_checkpoint, train,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}  # vocab_size: the data's
+HPARAMS = {"learning_rate": 1e-2, "min_lr": 1e-3, "warmup_iters": 5, "lr_decay_iters": 20,
+           "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "grad_clip": 1.0}
+RUN = {"max_iters": 20, "batch_size": 4, "eval_interval": 5, "eval_iters": 2, "seed": 7}
+CLI_TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
+            "--batch_size", "4", "--max_iters", "20", "--eval_interval", "5", "--eval_iters", "2",
+            "--learning_rate", "1e-2", "--min_lr", "1e-3", "--warmup_iters", "5",
+            "--lr_decay_iters", "20", "--seed", "7"]
+
+
+def _load_cli():
+    spec = importlib.util.spec_from_file_location("nanoproof_train_cli", REPO_ROOT / "scripts" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cli = _load_cli()
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory):
+    """~6k characters of random words over a small alphabet, with newlines (impl's sample prompts "\\n")."""
+    rng = np.random.default_rng(0)
+    words = ["the", "king", "queen", "and", "of", "my", "lord", "thou", "art", "to", "be", "not"]
+    lines = [" ".join(rng.choice(words, size=8)) + "." for _ in range(150)]
+    root = tmp_path_factory.mktemp("toy")
+    (root / "input.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    prepare(root / "input.txt", root / "data", mode="char", block_size=CONFIG["block_size"])
+    return root / "data"
+
+
+def run(module, data, out_dir, dtype="float32", **kw):
+    args = {**RUN, **kw}
+    return train(module, data, CONFIG, HPARAMS, dtype=dtype, out_dir=out_dir, progress=False, **args)
+
+
+def read_log(out_dir):
+    return [json.loads(line) for line in (Path(out_dir) / LOG_NAME).read_text().splitlines()]
+
+
+def timeless(records):
+    """Log records without their one nondeterministic field, the wall time."""
+    return [{k: v for k, v in r.items() if k != "ms"} for r in records]
+
+
+def assert_same_bits(a: dict, b: dict, what: str):
+    assert sorted(a) == sorted(b), what
+    for k in a:
+        x, y = np.asarray(a[k] if not hasattr(a[k], "get") else a[k].get()), np.asarray(
+            b[k] if not hasattr(b[k], "get") else b[k].get())
+        assert (x.shape, x.dtype) == (y.shape, y.dtype), f"{what} {k}"
+        assert x.tobytes() == y.tobytes(), f"{what} {k}: bits differ (max |d| {np.abs(x - y).max()})"
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("kind,dtype", [("impl", "float32"), ("impl", "float64"),
+                                        ("ref", "float32"), ("ref", "float64")])
+@pytest.mark.parametrize("k", [10, 8], ids=["at-eval", "between-evals"])
+def test_resume_is_bit_identical(request, tmp_path, toy_data, kind, dtype, k):
+    module = request.getfixturevalue(kind)
+    full = run(module, toy_data, tmp_path / "full", dtype)
+    first = run(module, toy_data, tmp_path / "split", dtype, max_iters=k)
+    assert first.step == k and first.evals[-1]["step"] == k
+    resumed = run(module, toy_data, tmp_path / "split", dtype, resume=True)
+
+    assert resumed.resumed_from == k
+    assert_same_bits(full.params, resumed.params, "params")
+    assert_same_bits(full.state, resumed.state, "optimizer state")
+    assert (resumed.val_loss, resumed.train_loss) == (full.val_loss, full.train_loss)
+    assert timeless(resumed.history) == timeless(full.history)
+    assert timeless(read_log(tmp_path / "split")) == timeless(read_log(tmp_path / "full"))
+    p_full, s_full, m_full = load_checkpoint(tmp_path / "full" / CKPT_NAME)
+    p_res, s_res, m_res = load_checkpoint(tmp_path / "split" / CKPT_NAME)
+    assert_same_bits(p_full, p_res, "checkpoint params")
+    assert_same_bits(s_full, s_res, "checkpoint state")
+    assert m_res["rng_state"] == m_full["rng_state"]
+    assert timeless(m_res.pop("history")) == timeless(m_full.pop("history"))
+    assert m_res == m_full
+
+
+def test_resume_after_a_crash_drops_the_unsaved_tail(impl, tmp_path, toy_data):
+    """A run killed at step 13 (checkpoint at 10, log up to 12) resumes to the uninterrupted run."""
+    def crash_at_13(params, grads, state, step, lr, hparams):
+        if step == 13:
+            raise KeyboardInterrupt
+        return impl.adamw_step(params, grads, state, step, lr, hparams)
+
+    crashing = types.SimpleNamespace(init=impl.init, forward=impl.forward, backward=impl.backward,
+                                     lr_at=impl.lr_at, get_batch=impl.get_batch, adamw_step=crash_at_13)
+    full = run(impl, toy_data, tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        run(crashing, toy_data, tmp_path / "crash")
+    assert [r["step"] for r in read_log(tmp_path / "crash")][-1] == 12  # the tail past the checkpoint
+    assert load_checkpoint(tmp_path / "crash" / CKPT_NAME)[2]["step"] == 10
+    resumed = run(impl, toy_data, tmp_path / "crash", resume=True)
+    assert_same_bits(full.params, resumed.params, "params")
+    assert_same_bits(full.state, resumed.state, "optimizer state")
+    assert timeless(read_log(tmp_path / "crash")) == timeless(read_log(tmp_path / "full"))
+
+
+def test_resume_at_max_iters_changes_nothing(impl, tmp_path, toy_data):
+    done = run(impl, toy_data, tmp_path)
+    again = run(impl, toy_data, tmp_path, resume=True)
+    assert again.val_loss == done.val_loss
+    assert_same_bits(done.params, again.params, "params")
+    assert timeless(read_log(tmp_path)) == timeless(done.history)
+
+
+# ----------------------------------------------------------------------------- checkpoint, log, plot
+
+
+def test_checkpoint_format_and_impl_samples_from_it(impl, tmp_path, toy_data):
+    result = run(impl, toy_data, tmp_path)
+    ckpt = tmp_path / CKPT_NAME
+    with np.load(ckpt, allow_pickle=False) as f:
+        names = f.files
+        meta = json.loads(str(f["meta"]))
+        params = {k[len("params/"):]: f[k] for k in names if k.startswith("params/")}
+        state = {k[len("state/"):]: f[k] for k in names if k.startswith("state/")}
+    assert set(names) == {"meta"} | {f"params/{k}" for k in params} | {f"state/{k}" for k in state}
+    assert_same_bits(params, result.params, "checkpoint params")
+    assert_same_bits(state, result.state, "checkpoint state")
+    assert meta["config"] == {**CONFIG, "vocab_size": meta["data"]["vocab_size"]}
+    assert meta["hparams"] == HPARAMS
+    assert (meta["step"], meta["dtype"], meta["seed"]) == (RUN["max_iters"], "float32", RUN["seed"])
+    assert meta["data"] == json.loads((toy_data / "meta.json").read_text())
+    assert meta["history"] == result.history
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = meta["rng_state"]  # JSON round trip gives back a usable state
+
+    out = subprocess.run([sys.executable, "impl/gpt2.py", "sample", "--ckpt", str(ckpt), "--n_tokens", "5"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout[:-1]  # print's newline
+    assert len(text) == 1 + 5 and set(text) <= set(meta["data"]["chars"])
+
+
+def test_log_has_one_record_per_iteration_and_per_evaluation(impl, tmp_path, toy_data):
+    result = run(impl, toy_data, tmp_path)
+    log = read_log(tmp_path)
+    assert log == result.history
+    iters = [r for r in log if r["kind"] == "iter"]
+    evals = [r for r in log if r["kind"] == "eval"]
+    assert len(iters) + len(evals) == len(log)
+    assert [r["step"] for r in iters] == list(range(RUN["max_iters"]))
+    assert [r["step"] for r in evals] == [0, 5, 10, 15, 20]
+    for r in iters:
+        assert set(r) == {"kind", "step", "loss", "lr", "grad_norm", "ms"}
+        assert r["lr"] == impl.lr_at(r["step"], HPARAMS)
+        assert math.isfinite(r["loss"]) and r["grad_norm"] > 0 and r["ms"] > 0
+    for r in evals:
+        assert set(r) == {"kind", "step", "train_loss", "val_loss"}
+    # evaluation at step s comes before the update of step s
+    order = [(r["step"], r["kind"]) for r in log]
+    assert order.index((5, "eval")) == order.index((5, "iter")) - 1
+    assert (evals[-1]["val_loss"], evals[-1]["train_loss"]) == (result.val_loss, result.train_loss)
+
+
+def test_plot_writes_a_png(impl, tmp_path, toy_data):
+    run(impl, toy_data, tmp_path, max_iters=5, plot=True)
+    assert (tmp_path / PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_val_losses_as_impls_own_train_command(impl, tmp_path, toy_data):
+    """harness.training mirrors impl/gpt2.py train's RNG conventions, so both print the same losses."""
+    result = run(impl, toy_data, None)
+    hp = [x for k, v in HPARAMS.items() for x in (f"--{k}", str(v))]
+    out = subprocess.run([sys.executable, "impl/gpt2.py", "train", "--data", str(toy_data), *CLI_TINY, *hp],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    printed = re.findall(r"^step (\d+): val loss (\S+)$", out.stdout, re.M)
+    assert printed == [(str(r["step"]), f"{r['val_loss']:.4f}") for r in result.evals]
+    assert out.stdout.splitlines()[-1] == f"val_loss {result.val_loss:.4f}"
+
+
+# ----------------------------------------------------------------------------- learning
+
+
+def test_training_lowers_the_loss_on_a_learnable_text(impl, tmp_path):
+    (tmp_path / "input.txt").write_text("hello world! " * 300, encoding="utf-8")
+    prepare(tmp_path / "input.txt", tmp_path / "data", mode="char", block_size=CONFIG["block_size"])
+    config = {**CONFIG, "n_embd": 32}
+    result = train(impl, tmp_path / "data", config, {**HPARAMS, "lr_decay_iters": 80},
+                   max_iters=80, batch_size=8, eval_interval=40, eval_iters=2, seed=0, progress=False)
+    first, last = result.evals[0], result.evals[-1]
+    assert first["val_loss"] > 2.0  # ~ln(9): nothing learned at init
+    # the text is periodic: after a few characters of context the next one is certain
+    assert last["val_loss"] < 0.3, [r["val_loss"] for r in result.evals]
+    assert last["train_loss"] < 0.3
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_cli_last_line_is_the_val_loss_in_the_log(tmp_path, toy_data):
+    out = subprocess.run([sys.executable, "scripts/train.py", "--dataset", str(toy_data),
+                          "--out_dir", str(tmp_path), "--no-progress", "--plot", *CLI_TINY],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    match = re.fullmatch(r"val_loss (\d+\.\d{4,})", out.stdout.splitlines()[-1])
+    assert match, out.stdout
+    last_eval = [r for r in read_log(tmp_path) if r["kind"] == "eval"][-1]
+    assert last_eval["step"] == 20
+    assert abs(float(match.group(1)) - last_eval["val_loss"]) <= 5e-7
+    assert (tmp_path / PLOT_NAME).is_file() and (tmp_path / CKPT_NAME).is_file()
+
+
+def test_cli_help_names_the_baby_gpt_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "baby GPT" in text
+    for flag in ["--n_layer", "--n_head", "--n_embd", "--block_size", "--batch_size", "--max_iters",
+                 "--learning_rate", "--min_lr", "--warmup_iters", "--lr_decay_iters", "--weight_decay",
+                 "--beta1", "--beta2", "--grad_clip", "--eval_interval", "--eval_iters", "--seed",
+                 "--dtype", "--device", "--eps", "--dataset", "--out_dir", "--resume", "--plot",
+                 "--reference", "--impl", "--no-progress"]:
+        assert flag in text
+    defaults = vars(cli.build_parser().parse_args([]))
+    assert {k: defaults[k] for k in ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_iters",
+                                     "lr_decay_iters", "warmup_iters", "eval_interval", "eval_iters",
+                                     "seed"]} == {
+        "n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "batch_size": 12, "max_iters": 2000,
+        "lr_decay_iters": 2000, "warmup_iters": 100, "eval_interval": 250, "eval_iters": 20, "seed": 1337}
+
+
+def cli_error(capsys, argv):
+    """Run the CLI in-process; it must return 2 with exactly one line on stderr. Returns that line."""
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("train.py: error: ")
+    return err
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (["--block_size", "100000"], "block_size 100000 is too large for the train split"),
+    (["--n_embd", "18", "--n_head", "4"], "n_embd 18 is not divisible by n_head 4"),
+    (["--impl", "no/such/gpt2.py"], "no/such/gpt2.py: no such implementation file"),
+])
+def test_cli_rejects_impossible_settings(capsys, tmp_path, toy_data, extra, expected):
+    err = cli_error(capsys, ["--dataset", str(toy_data), "--out_dir", str(tmp_path), "--no-progress",
+                             *CLI_TINY, *extra])
+    assert expected in err
+
+
+def test_cli_missing_dataset(capsys, tmp_path):
+    err = cli_error(capsys, ["--dataset", str(tmp_path / "nope"), "--out_dir", str(tmp_path)])
+    assert f"data folder {tmp_path / 'nope'} does not exist" in err
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "truncated", "no-meta"])
+def test_cli_bad_checkpoint(capsys, tmp_path, toy_data, damage):
+    argv = ["--dataset", str(toy_data), "--out_dir", str(tmp_path), "--no-progress", *CLI_TINY]
+    ckpt = tmp_path / CKPT_NAME
+    if damage != "missing":
+        assert cli.main([*argv, "--max_iters", "5"]) == 0
+        capsys.readouterr()
+        raw = ckpt.read_bytes()
+        if damage == "garbage":
+            ckpt.write_bytes(b"not a zip file at all")
+        elif damage == "truncated":
+            ckpt.write_bytes(raw[: len(raw) // 2])
+        else:
+            with np.load(ckpt, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files if k != "meta"}
+            np.savez(ckpt, **arrays)
+    err = cli_error(capsys, [*argv, "--resume"])
+    assert str(ckpt) in err
+    assert ("no checkpoint" if damage == "missing" else "not a readable checkpoint") in err
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (["--n_embd", "32"], "config.n_embd: checkpoint 16, requested 32"),
+    (["--dtype", "float64"], "dtype: checkpoint 'float32', requested 'float64'"),
+    (["--batch_size", "5"], "batch_size: checkpoint 4, requested 5"),
+    (["--learning_rate", "0.02"], "hparams.learning_rate: checkpoint 0.01, requested 0.02"),
+    (["--max_iters", "3"], "the checkpoint is already at step 5"),
+])
+def test_cli_resume_with_other_settings_is_refused(capsys, tmp_path, toy_data, extra, expected):
+    argv = ["--dataset", str(toy_data), "--out_dir", str(tmp_path), "--no-progress", *CLI_TINY]
+    assert cli.main([*argv, "--max_iters", "5"]) == 0
+    capsys.readouterr()
+    err = cli_error(capsys, [*argv, "--resume", *extra])
+    assert str(tmp_path / CKPT_NAME) in err and expected in err
+
+
+def test_cli_gpu_without_cupy_is_a_clear_error(capsys, tmp_path, toy_data):
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("cupy is installed")
+    err = cli_error(capsys, ["--dataset", str(toy_data), "--out_dir", str(tmp_path), "--device", "gpu"])
+    assert "--device gpu needs cupy" in err
+
+
+def test_cli_prepares_the_default_dataset_when_missing(capsys, monkeypatch, tmp_path, tinyshakespeare):
+    monkeypatch.setattr(cli, "DEFAULT_DATASET", tmp_path / "shakespeare_char")
+    assert cli.resolve_dataset(None) == tmp_path / "shakespeare_char"
+    assert "preparing it from tiny Shakespeare" in capsys.readouterr().out
+    assert json.loads((tmp_path / "shakespeare_char" / "meta.json").read_text())["vocab_size"] == 65
+
+
+def test_library_errors(impl, tmp_path, toy_data):
+    with pytest.raises(TrainingError, match="resume and plot need an out_dir"):
+        run(impl, toy_data, None, resume=True)
+    with pytest.raises(TrainingError, match="hparams lack grad_clip"):
+        train(impl, toy_data, CONFIG, {k: v for k, v in HPARAMS.items() if k != "grad_clip"},
+              progress=False, **RUN)
+    with pytest.raises(TrainingError, match="must differ from warmup_iters"):
+        train(impl, toy_data, CONFIG, {**HPARAMS, "lr_decay_iters": 5}, progress=False, **RUN)
+    with pytest.raises(TrainingError, match="seed must be an integer >= 0"):
+        run(impl, toy_data, None, seed=-1)
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+        run(impl, toy_data, tmp_path, resume=True)
+    zipfile.ZipFile(tmp_path / CKPT_NAME, "w").close()  # an empty zip: no meta
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        run(impl, toy_data, tmp_path, resume=True)

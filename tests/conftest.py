@@ -2,10 +2,17 @@
 import os
 from pathlib import Path
 
-import pytest
-from hypothesis import HealthCheck, settings
+from harness import env
 
-from harness.contract import load_impl, load_reference
+# Pin the numerical environment (one BLAS thread, CUPY_TF32=0, ...) before anything imports numpy:
+# the exact tier needs it, and a multi-threaded OpenBLAS that busy-waits on a loaded 2-core machine
+# made single tests take minutes instead of seconds.
+env.pin()
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from harness.contract import load_impl, load_reference  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"

@@ -1,0 +1,184 @@
+"""The golden cases: everything that decides what a golden file holds, as data.
+
+Two kinds:
+
+- trajectory cases (`tiny`, `gpt2-vocab`): a fixed token stream, a seeded init, K steps of training
+  on batches drawn by the reference sampler; checked in the semantic, backend and exact tiers.
+- the score case (`shakespeare-char`): val loss of a float32 run of the baby GPT on char-level tiny
+  Shakespeare, recorded for an ensemble of seeds so the noise band is known; checked in the score tier.
+
+A golden file records its case (asdict) and verification refuses a file whose case differs from the
+one defined here (regenerate it: scripts/regen_golden.py --case NAME --force).
+"""
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GOLDEN_DIR = REPO_ROOT / "golden"
+SHARED_DIR = REPO_ROOT.parent / "shared"
+TINYSHAKESPEARE = SHARED_DIR / "data" / "tinyshakespeare.txt"
+
+# a fixed short text for the gpt2-vocab case (Shakespeare, sonnet 18; public domain)
+SONNET_18 = (
+    "Shall I compare thee to a summer's day?\n"
+    "Thou art more lovely and more temperate:\n"
+    "Rough winds do shake the darling buds of May,\n"
+    "And summer's lease hath all too short a date;\n"
+    "Sometime too hot the eye of heaven shines,\n"
+    "And often is his gold complexion dimm'd;\n"
+)
+
+
+@dataclass(frozen=True)
+class TrajectoryCase:
+    name: str
+    description: str
+    config: dict
+    hparams: dict
+    init_seed: int          # init(config, init_seed, ...)
+    sampler_seed: int       # batches: get_batch(tokens, batch_size, block_size, Generator(PCG64(sampler_seed)))
+    batch_size: int
+    steps: int              # K: length of the trajectory
+    checkpoints: tuple      # params are recorded after these many updates
+    backend_steps: int      # the backend tier checks the first few steps only
+    lr_steps: int           # lr_at is recorded for steps 0 .. lr_steps-1
+    data: dict = field(default_factory=dict)  # how the token stream is made
+    kind: str = "trajectory"
+
+    def as_dict(self):
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScoreCase:
+    name: str
+    description: str
+    config: dict
+    hparams: dict
+    batch_size: int
+    seeds: tuple            # the ensemble: init seed = s, training batches PCG64([s, 1]), eval PCG64([s, 2])
+    long_steps: int         # the recorded runs' length
+    eval_interval: int      # val loss recorded every eval_interval updates (and at long_steps)
+    eval_iters: int         # batches per evaluation
+    short_steps: int        # verify's run: val loss after this many updates (a multiple of eval_interval)
+    verify_seed: int        # the seed verify runs (one of seeds)
+    data: dict = field(default_factory=dict)
+    kind: str = "score"
+
+    def as_dict(self):
+        return asdict(self)
+
+
+TINY = TrajectoryCase(
+    name="tiny",
+    description="synthetic tokens (a noisy counting sequence), 2 layers, width 16, K = 24 steps",
+    config={"vocab_size": 48, "block_size": 8, "n_layer": 2, "n_head": 2, "n_embd": 16},
+    # warmup 0-3, cosine decay 4-16, flat min_lr from 17: every regime of the schedule is in the
+    # trajectory; grad_clip sits between the step norms (0.99 .. 1.71, none within 0.4% of it), so
+    # 13 of the 24 steps clip and 11 do not
+    hparams={"learning_rate": 1e-2, "min_lr": 1e-3, "warmup_iters": 4, "lr_decay_iters": 16,
+             "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "grad_clip": 1.4},
+    init_seed=1234,
+    sampler_seed=42,
+    batch_size=4,
+    steps=24,
+    checkpoints=(1, 3, 24),
+    backend_steps=3,
+    lr_steps=24,
+    data={"kind": "synthetic", "seed": 7, "length": 2000, "jump_probability": 0.25},
+)
+
+GPT2_VOCAB = TrajectoryCase(
+    name="gpt2-vocab",
+    description="GPT-2's 50257-token vocabulary on the GPT-2 tokenisation of a fixed short text, "
+                "1 layer, width 4, K = 3 steps (narrow: every (V, C) tensor is 50257 x 4)",
+    config={"vocab_size": 50257, "block_size": 4, "n_layer": 1, "n_head": 2, "n_embd": 4},
+    # norms 1.70, 1.60, 1.57: steps 0 and 1 clip, step 2 does not
+    hparams={"learning_rate": 3e-3, "min_lr": 3e-4, "warmup_iters": 1, "lr_decay_iters": 5,
+             "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "grad_clip": 1.58},
+    init_seed=2024,
+    sampler_seed=43,
+    batch_size=2,
+    steps=3,
+    checkpoints=(3,),
+    backend_steps=3,
+    lr_steps=8,
+    data={"kind": "gpt2-text", "text": SONNET_18, "encoding": "gpt2 (tiktoken, encode_ordinary)"},
+)
+
+SHAKESPEARE_CHAR = ScoreCase(
+    name="shakespeare-char",
+    description="the baby GPT (4 layers, 4 heads, width 128, block 64) on char-level tiny "
+                "Shakespeare in float32: val loss of a seed ensemble",
+    config={"vocab_size": 65, "block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128},
+    hparams={"learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 10, "lr_decay_iters": 300,
+             "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "grad_clip": 1.0},
+    batch_size=12,
+    seeds=tuple(range(8)),
+    long_steps=300,
+    eval_interval=20,
+    eval_iters=8,
+    short_steps=80,
+    verify_seed=0,
+    data={"kind": "tinyshakespeare-char", "path": "../shared/data/tinyshakespeare.txt"},
+)
+
+CASES = {c.name: c for c in (TINY, GPT2_VOCAB, SHAKESPEARE_CHAR)}
+TRAJECTORY_CASES = tuple(n for n, c in CASES.items() if c.kind == "trajectory")
+SCORE_CASES = tuple(n for n, c in CASES.items() if c.kind == "score")
+
+
+def golden_path(name, golden_dir=None):
+    return Path(golden_dir or GOLDEN_DIR) / f"{name}.h5"
+
+
+def regen_command(name):
+    return f"python scripts/regen_golden.py --case {name} --force"
+
+
+class CaseDataError(Exception):
+    """A case's data cannot be made here (e.g. tiny Shakespeare or tiktoken's files are absent)."""
+
+
+def make_tokens(case):
+    """The case's token stream as a 1-D int64 numpy array (trajectory cases only)."""
+    import numpy as np
+    d = case.data
+    if d["kind"] == "synthetic":
+        rng = np.random.Generator(np.random.PCG64(d["seed"]))
+        V, n = case.config["vocab_size"], d["length"]
+        jumps = rng.random(n) < d["jump_probability"]
+        offsets = np.where(jumps, rng.integers(0, V, n), 1)
+        return (np.cumsum(offsets) % V).astype(np.int64)
+    if d["kind"] == "gpt2-text":
+        from harness import env
+        env.tiktoken_cache()
+        try:
+            import tiktoken
+            enc = tiktoken.get_encoding("gpt2")
+        except Exception as exc:
+            raise CaseDataError(f"case {case.name}: tiktoken's gpt2 encoding is unavailable "
+                                f"({type(exc).__name__}: {exc})") from None
+        return np.array(enc.encode_ordinary(d["text"]), dtype=np.int64)
+    raise CaseDataError(f"case {case.name}: unknown data kind {d['kind']!r}")
+
+
+def shakespeare_splits(cache_dir=None):
+    """(train, val) uint16 token arrays of char-level tiny Shakespeare, prepared with harness.data
+    into <repo>/.nanoproof/data/shakespeare_char (re-prepared when the source changed).
+    Raises CaseDataError when ../shared/data/tinyshakespeare.txt is absent."""
+    import hashlib
+    from harness import data as hdata
+    if not TINYSHAKESPEARE.is_file():
+        raise CaseDataError(f"tiny Shakespeare not found at {TINYSHAKESPEARE} "
+                            f"(the shared folder beside the repo)")
+    out = Path(cache_dir or REPO_ROOT / ".nanoproof" / "data" / "shakespeare_char")
+    sha = hashlib.sha256(TINYSHAKESPEARE.read_bytes()).hexdigest()
+    try:
+        meta = hdata.load_meta(out)
+        fresh = meta.get("source_sha256") == sha and meta.get("encoding") == "char"
+    except hdata.DataError:
+        fresh = False
+    if not fresh:
+        hdata.prepare(TINYSHAKESPEARE, out, mode="char", block_size=64)
+    return hdata.load_split(out, "train"), hdata.load_split(out, "val"), sha

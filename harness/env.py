@@ -1,0 +1,116 @@
+"""The pinned numerical environment, and a description of the machine for provenance.
+
+Bitwise reproducibility on one machine needs the BLAS to run single-threaded (a multithreaded
+OpenBLAS may split a matmul's reduction differently from run to run) and needs this to be decided
+before numpy loads its BLAS. So `pin()` must run before numpy is imported: every script calls it
+first thing; this module imports only the standard library at import time.
+
+    from harness import env; env.pin()     # before `import numpy`
+"""
+import os
+import platform
+import sys
+
+# set before numpy is imported; recorded in golden files and snapshots
+PINNED = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "BLIS_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "CUPY_TF32": "0",                      # no TF32 matmuls on the GPU
+    "CUBLAS_WORKSPACE_CONFIG": ":4096:8",  # deterministic cuBLAS reductions
+}
+
+
+PINNED_IN_TIME = None  # set by pin(): whether the BLAS could still see the pinned variables
+
+
+def pin():
+    """Set PINNED in os.environ (overriding) and return whether it happened in time, i.e. before
+    numpy was imported. Late pinning still sets the variables for child processes."""
+    global PINNED_IN_TIME
+    in_time = "numpy" not in sys.modules
+    if PINNED_IN_TIME is None or not in_time:
+        PINNED_IN_TIME = in_time if PINNED_IN_TIME is None else (PINNED_IN_TIME and in_time)
+    os.environ.update(PINNED)
+    return in_time
+
+
+def tiktoken_cache():
+    """Point tiktoken at <repo>/../shared/tiktoken_cache when TIKTOKEN_CACHE_DIR is unset
+    (as harness/data.py does): golden regeneration must never download."""
+    from pathlib import Path
+    shared = Path(__file__).resolve().parents[2] / "shared" / "tiktoken_cache"
+    if "TIKTOKEN_CACHE_DIR" not in os.environ and shared.is_dir():
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(shared)
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas_name():
+    """The BLAS numpy was built against, as numpy reports it (e.g. 'scipy-openblas 0.3.31.188.0')."""
+    import numpy
+    try:
+        cfg = numpy.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        return f"{blas.get('name', '?')} {blas.get('version', '?')}"
+    except Exception:  # older numpy: no dict mode
+        return "unknown"
+
+
+def gpu():
+    """(cupy module, description) when cupy and a CUDA device are usable, else (None, reason)."""
+    try:
+        import cupy
+    except ImportError:
+        return None, "cupy is not installed"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+        if n < 1:
+            return None, "cupy found no CUDA device"
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+        return cupy, f"{name}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}"
+    except Exception as exc:  # driver missing, no device, ...
+        return None, f"cupy cannot use a GPU: {type(exc).__name__}: {exc}"
+
+
+def describe(xp_name="numpy"):
+    """Provenance of a run: library versions, BLAS, CPU/GPU identity, pinned variables."""
+    import h5py
+    import numpy
+    info = {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "h5py": h5py.version.version,
+        "hdf5": h5py.version.hdf5_version,
+        "blas": blas_name(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "env": {k: os.environ.get(k, "") for k in PINNED},
+    }
+    if xp_name == "cupy":
+        import cupy
+        _, desc = gpu()
+        info.update({"cupy": cupy.__version__, "gpu": desc,
+                     "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+                     "cuda_driver": cupy.cuda.runtime.driverGetVersion()})
+    else:
+        try:
+            import cupy
+            info["cupy"] = cupy.__version__
+        except ImportError:
+            info["cupy"] = "absent"
+    return info

@@ -1,0 +1,250 @@
+"""Golden-file I/O: one HDF5 file per case, written atomically, read back with every check a user
+needs to trust it (see golden/README.md for the layout).
+
+Writing: all datasets go to a temp file beside the target, which is renamed over it only when the
+file is complete and closed, so an interrupted or failed write never leaves a broken golden file.
+Each dataset is gzip-compressed (with byte shuffling) and carries the sha256 of its content.
+
+Reading (`read_golden`) raises GoldenError with one line naming the file, what is wrong, and the
+command that regenerates it: missing, unreadable (truncated, corrupted, not HDF5), another format
+version, a case (config, seeds, hparams) different from harness/cases.py, a missing or corrupted
+dataset (sha256 mismatch).
+"""
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "nanoproof-golden"
+FORMAT_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# the source the golden values are a function of (sha256 recorded as provenance)
+GENERATING_SOURCES = ("reference/__init__.py", "reference/layers.py", "reference/model.py",
+                      "reference/training.py", "harness/cases.py", "harness/record.py")
+
+
+class GoldenError(Exception):
+    """A golden file that cannot be used, with a message naming the file and what is wrong."""
+
+
+def dataset_sha256(a):
+    """sha256 of an array's dtype, shape and little-endian C-order bytes."""
+    a = np.asarray(a)
+    a = np.ascontiguousarray(a.astype(a.dtype.newbyteorder("<")))
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def source_sha256(paths=GENERATING_SOURCES):
+    """{path: sha256} of the generating source, plus "all": the sha256 of the concatenation."""
+    out, total = {}, hashlib.sha256()
+    for p in paths:
+        data = (REPO_ROOT / p).read_bytes()
+        out[p] = hashlib.sha256(data).hexdigest()
+        total.update(data)
+    out["all"] = total.hexdigest()
+    return out
+
+
+def provenance(command=None):
+    """Root-level provenance attributes (the per-backend library/GPU identity go on each group)."""
+    from harness import env
+    return {
+        "source_sha256": json.dumps(source_sha256()),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command or " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "environment": json.dumps(env.describe()),
+    }
+
+
+# a seam for the tests: called after every dataset written to the temp file
+_after_dataset = None
+
+
+def write_golden(path, attrs, datasets, group_attrs=None):
+    """Write a golden file atomically.
+
+    attrs: root attributes (str/number values; dicts and lists are stored as JSON strings);
+    datasets: {"group/sub/name": array}, in the order they should be read back;
+    group_attrs: {"group": {attr: value}}.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        import h5py
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            for k, v in attrs.items():
+                f.attrs[k] = _attr(v)
+            f.attrs["datasets"] = json.dumps(list(datasets))
+            for name, value in datasets.items():
+                a = np.asarray(value)
+                kw = {}
+                if a.size > 16:
+                    kw = {"compression": "gzip", "compression_opts": 9, "shuffle": True}
+                d = f.create_dataset(name, data=a, **kw)
+                d.attrs["sha256"] = dataset_sha256(a)
+                if _after_dataset is not None:
+                    _after_dataset(name)
+            for g, ga in (group_attrs or {}).items():
+                grp = f.require_group(g)
+                for k, v in ga.items():
+                    grp.attrs[k] = _attr(v)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _attr(v):
+    return json.dumps(v) if isinstance(v, (dict, list, tuple)) else v
+
+
+class Golden:
+    """A golden file read into memory: `attrs` (root, JSON decoded), `data` {path: array} in
+    written order, `group_attrs(group)`."""
+
+    def __init__(self, path, attrs, data, groups):
+        self.path, self.attrs, self.data, self._groups = Path(path), attrs, data, groups
+
+    def group_attrs(self, group):
+        return self._groups.get(group, {})
+
+    def groups(self):
+        """Top-level groups that are backend recordings (e.g. numpy-float64)."""
+        return [g for g in self._groups if "-float" in g]
+
+    def sub(self, prefix):
+        """{name: array} of the datasets directly under `prefix/`, in written order."""
+        p = prefix.rstrip("/") + "/"
+        return {k[len(p):]: v for k, v in self.data.items()
+                if k.startswith(p) and "/" not in k[len(p):]}
+
+    def has(self, name):
+        return name in self.data
+
+
+def _decode(v):
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, str) and v[:1] in "[{":
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _normalise(x):
+    return json.loads(json.dumps(x))
+
+
+def read_golden(path, case=None, regen=None):
+    """Read and check a golden file. `case` (a harness.cases case) must equal the recorded one.
+    Raises GoldenError naming the file, the problem and `regen` (the regenerating command)."""
+    import h5py
+    path = Path(path)
+    if regen is None and case is not None:
+        from harness.cases import regen_command
+        regen = regen_command(case.name)
+    fix = f"; regenerate it with: {regen}" if regen else ""
+
+    def fail(msg):
+        raise GoldenError(f"{path}: {msg}{fix}")
+
+    if not path.is_file():
+        fail("no such golden file")
+    try:
+        f = h5py.File(path, "r")
+    except Exception as exc:
+        fail(f"not a readable HDF5 file (truncated or corrupted?): {type(exc).__name__}: "
+             f"{' '.join(str(exc).split())}")
+    with f:
+        try:
+            attrs = {k: _decode(v) for k, v in f.attrs.items()}
+        except Exception as exc:
+            fail(f"cannot read its attributes (corrupted?): {type(exc).__name__}: {exc}")
+        if attrs.get("format") != FORMAT:
+            fail(f"not a {FORMAT} file (format attribute: {attrs.get('format')!r})")
+        if attrs.get("format_version") != FORMAT_VERSION:
+            fail(f"format version {attrs.get('format_version')!r}, this harness reads version "
+                 f"{FORMAT_VERSION}")
+        if case is not None:
+            want, got = _normalise(case.as_dict()), attrs.get("case")
+            if got != want:
+                diffs = _dict_diff(got if isinstance(got, dict) else {}, want)
+                fail(f"recorded for a different case definition than harness/cases.py "
+                     f"({'; '.join(diffs[:4])}{' ...' if len(diffs) > 4 else ''})")
+        names = attrs.get("datasets")
+        if not isinstance(names, list):
+            fail("lacks its list of datasets (attribute 'datasets')")
+        data = {}
+        for name in names:
+            if name not in f:
+                fail(f"lacks dataset {name}")
+            try:
+                d = f[name]
+                value = d[()]
+                stored = _decode(d.attrs.get("sha256"))
+            except Exception as exc:
+                fail(f"cannot read dataset {name} (corrupted?): {type(exc).__name__}: "
+                     f"{' '.join(str(exc).split())}")
+            value = np.asarray(value)
+            actual = dataset_sha256(value)
+            if stored != actual:
+                fail(f"dataset {name} is corrupted: sha256 {actual[:12]}..., recorded "
+                     f"{str(stored)[:12]}...")
+            data[name] = value
+        groups = {}
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Group):
+                groups[name] = {k: _decode(v) for k, v in obj.attrs.items()}
+        f.visititems(visit)
+    return Golden(path, attrs, data, groups)
+
+
+def _dict_diff(got, want, prefix=""):
+    out = []
+    for k in sorted(set(got) | set(want)):
+        a, b = got.get(k, "<absent>"), want.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _dict_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            sa, sb = repr(a), repr(b)
+            out.append(f"{prefix}{k}: file {sa[:40]}, expected {sb[:40]}")
+    return out
+
+
+def diff_goldens(old, new):
+    """Lines describing what changed between two {path: array} dicts, tensor by tensor."""
+    lines = []
+    for name in list(new) + [n for n in old if n not in new]:
+        if name not in old:
+            lines.append(f"  new        {name} {tuple(np.shape(new[name]))}")
+            continue
+        if name not in new:
+            lines.append(f"  removed    {name}")
+            continue
+        a, b = np.asarray(old[name]), np.asarray(new[name])
+        if a.shape != b.shape or a.dtype != b.dtype:
+            lines.append(f"  changed    {name}: {a.dtype}{a.shape} -> {b.dtype}{b.shape}")
+        elif a.tobytes() == b.tobytes():
+            lines.append(f"  identical  {name}")
+        else:
+            d = np.abs(a.astype(np.float64) - b.astype(np.float64))
+            scale = float(np.max(np.abs(a.astype(np.float64)))) if a.size else 0.0
+            rel = float(d.max()) / scale if scale else float("inf")
+            lines.append(f"  changed    {name}: max|Δ| {float(d.max()):.3e}, rel {rel:.3e}")
+    return lines

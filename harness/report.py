@@ -1,0 +1,130 @@
+"""Printing tier results: per case and tier, a table in check order (setup, forward, loss, backward,
+trajectory) with tensor, step, shape, max abs error, error (normwise relative, ULPs or count),
+tolerance and verdict; failing rows are followed by their note (where, how many, got/expected).
+Passing runs of setup and trajectory rows are folded into one line each unless full=True."""
+import math
+
+
+def _num(x, metric=None):
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    if metric in ("ulp", "exact") and (isinstance(x, int) or float(x).is_integer()) \
+            and math.isfinite(x) and abs(x) < 1e6:
+        return f"{int(x)}" + (" ulp" if metric == "ulp" else "")
+    if isinstance(x, float) and math.isnan(x):
+        return "nan"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf"
+    return f"{x:.2e}"
+
+
+def _shape(s):
+    return "-" if s is None else ("()" if len(s) == 0 else "(" + ",".join(map(str, s)) + ")")
+
+
+HEADER = ("section", "tensor", "step", "shape", "max|Δ|", "error", "tolerance", "verdict")
+
+
+def _line(cells, widths):
+    return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+
+def _fold_key(r):
+    if r.section == "setup":
+        return ("setup", r.name.split(" ")[0])
+    if r.section == "trajectory":
+        return ("trajectory", r.step, "params" if "(after" in r.name else "scalars")
+    return None
+
+
+def table(result, full=False):
+    """Lines of one TierResult's table."""
+    if result.skipped:
+        return [f"  skipped: {result.skipped}"]
+    rows, out = result.rows, []
+    display = []  # (cells, note)
+    i = 0
+    while i < len(rows):
+        r = rows[i]
+        key = None if (full or r.failed) else _fold_key(r)
+        if key is not None:
+            j = i
+            while j < len(rows) and not rows[j].failed and _fold_key(rows[j]) == key:
+                j += 1
+            group = rows[i:j]
+            if len(group) > 1:
+                worst = max(group, key=lambda g: -1 if g.err is None else
+                            (g.err / g.tol if g.tol else g.err))
+                names = ", ".join(dict.fromkeys(g.name.split(" (after")[0] for g in group))
+                if key[0] == "setup":
+                    label = f"{key[1]} ({len(group)} tensors)"
+                elif key[2] == "params":
+                    label = f"params after {key[1]} updates ({len(group)} tensors)"
+                else:
+                    label = names
+                verdict = "ok" if all(g.verdict in ("ok", "skip") for g in group) else "?"
+                display.append(([r.section, label, "-" if r.step is None else r.step, "-",
+                                 _num(max((g.max_abs or 0.0) for g in group)),
+                                 _num(worst.err, worst.metric), _num(worst.tol, worst.metric),
+                                 verdict], ""))
+                i = j
+                continue
+        display.append(([r.section, r.name, "-" if r.step is None else r.step, _shape(r.shape),
+                         _num(r.max_abs), _num(r.err, r.metric), _num(r.tol, r.metric),
+                         r.verdict], r.note))
+        i += 1
+    widths = [max(len(str(c)) for c in col) for col in zip(HEADER, *[d[0] for d in display])]
+    widths = [min(w, 48) for w in widths]
+    out.append("  " + _line(HEADER, widths))
+    for cells, note in display:
+        out.append("  " + _line(cells, widths))
+        if note and cells[-1] in ("FAIL", "info"):
+            out.append("      -> " + note)
+    return out
+
+
+def describe_failure(result):
+    r = result.first_failure()
+    if r is None:
+        return None
+    step = "" if r.step is None else f", step {r.step}"
+    err = ""
+    if r.err is not None:
+        err = f" ({'error' if r.metric != 'rel' else 'rel err'} {_num(r.err, r.metric)} > tolerance " \
+              f"{_num(r.tol, r.metric)})"
+    backend = f" [{r.backend}]" if r.backend else ""
+    return f"{result.case}: {result.tier} tier{backend}, {r.section}{step}: {r.name}{err}" \
+           + (f" — {r.note}" if r.note and r.err is None else "")
+
+
+def summary(results):
+    """One line: the verdict, the first divergence (semantic tier first), and the counts."""
+    gating = [r for r in results if r.tier != "exact" and not r.skipped]
+    failed = [r for r in gating if r.failed]
+    counts = {}
+    for r in results:
+        c = counts.setdefault(r.tier, [0, 0, 0])
+        c[0 if r.skipped else (2 if r.failed else 1)] += 1
+    order = ("semantic", "backend", "score")
+    parts = []
+    for t in order:
+        if t in counts:
+            skip, ok, bad = counts[t]
+            parts.append(f"{t} {ok}/{ok + bad} ok" + (f" ({skip} skipped)" if skip else ""))
+    exact = [r for r in results if r.tier == "exact"]
+    if exact:
+        changed = [r.case for r in exact if r.info.startswith("bits changed")]
+        same = [r.case for r in exact if r.info.startswith("bit-identical")]
+        skipped = [r for r in exact if r.skipped]
+        if changed:
+            parts.append(f"exact: bits changed in {', '.join(changed)} (information only)")
+        elif same:
+            parts.append(f"exact: bit-identical ({', '.join(same)})")
+        if skipped and not changed and not same:
+            parts.append(f"exact: skipped ({skipped[0].skipped.split(':')[0]})")
+    if failed:
+        failed.sort(key=lambda r: order.index(r.tier) if r.tier in order else 9)
+        return f"verify: FAIL — first divergence: {describe_failure(failed[0])}; " + ", ".join(parts)
+    return "verify: OK — same function; " + ", ".join(parts)

@@ -1,0 +1,99 @@
+"""The score tier: val loss of a short float32 run of the score case (shakespeare-char) against the
+reference's seed ensemble recorded in its golden file.
+
+Two checks, both two-sided (an edit that lowers val loss also changed the model):
+- band: |x - mean| <= band_sigmas * sigma + band_floor over the ensemble's val losses at the same
+  step (sigma: sample standard deviation over the seeds);
+- same seed: |x - the reference's val loss for verify's own seed| <= same_seed (float32 rounding drift
+  between two implementations of the same function over the short run).
+Skips, with the reason, where tiny Shakespeare is absent.
+"""
+import math
+import time
+
+import numpy as np
+
+from harness.cases import CaseDataError, golden_path, shakespeare_splits
+from harness.compare import Row, TierResult, fail_row
+from harness.golden import GoldenError, read_golden
+from harness.record import StageError, score_run
+
+
+def ensemble(golden, step, group="numpy-float32"):
+    """(seeds, val losses at `step`) recorded in the score golden file."""
+    steps = list(golden.data["val_loss/steps"])
+    if step not in steps:
+        raise GoldenError(f"{golden.path}: no val loss recorded at step {step} (recorded: {steps})")
+    return golden.data["val_loss/seeds"], golden.data[f"{group}/val_loss"][:, steps.index(step)]
+
+
+def band(values, tol):
+    mean, sigma = float(np.mean(values)), float(np.std(values, ddof=1))
+    half = tol["score.band_sigmas"]["value"] * sigma + tol["score.band_floor"]["value"]
+    return mean, sigma, half
+
+
+def check(case, golden, observed, seed, step, tol, tier="score"):
+    """Rows for one observed val loss (used by verify and gate_val_loss)."""
+    seeds, values = ensemble(golden, step)
+    mean, sigma, half = band(values, tol)
+    rows = []
+    r = Row(tier, "score", f"val loss vs {len(values)}-seed band", step, (), metric="sigma",
+            max_abs=abs(observed - mean), err=abs(observed - mean) / sigma if sigma > 0 else math.inf,
+            tol=tol["score.band_sigmas"]["value"])
+    lo, hi = mean - half, mean + half
+    r.note = f"observed {observed:.4f}, expected band [{lo:.4f}, {hi:.4f}] (mean {mean:.4f}, sigma {sigma:.4f})"
+    if not (lo <= observed <= hi):  # NaN fails
+        r.verdict = "FAIL"
+    rows.append(r)
+    if seed in list(seeds):
+        ref = float(values[list(seeds).index(seed)])
+        d = abs(observed - ref)
+        r2 = Row(tier, "score", f"val loss vs reference seed {seed}", step, (), metric="abs",
+                 max_abs=d, err=d, tol=tol["score.same_seed"]["value"])
+        r2.note = f"observed {observed:.5f}, reference {ref:.5f}"
+        if not (d <= r2.tol):
+            r2.verdict = "FAIL"
+        rows.append(r2)
+    return rows
+
+
+def load(case, golden_dir=None):
+    return read_golden(golden_path(case.name, golden_dir), case)
+
+
+def data_for(case, golden):
+    """(train, val) or raises CaseDataError (absent file) / GoldenError (different data)."""
+    train, val, sha = shakespeare_splits()
+    want = golden.group_attrs("val_loss").get("data_sha256")
+    if want != sha:
+        raise GoldenError(f"{golden.path}: recorded on a different tiny Shakespeare (sha256 "
+                          f"{str(want)[:12]}..., this one {sha[:12]}...); regenerate it with: "
+                          f"python scripts/regen_golden.py --case {case.name} --force")
+    return train, val
+
+
+def score_tier(module, case, tol, golden_dir=None, steps=None, seed=None):
+    t0 = time.perf_counter()
+    res = TierResult("score", case.name)
+    steps = case.short_steps if steps is None else steps
+    seed = case.verify_seed if seed is None else seed
+    try:
+        golden = load(case, golden_dir)
+        train, val = data_for(case, golden)
+        ensemble(golden, steps)
+    except CaseDataError as exc:
+        res.skipped = str(exc)
+        return res
+    except GoldenError as exc:
+        res.rows = [fail_row("score", "golden", "golden file", str(exc))]
+        return res
+    try:
+        out = score_run(module, case, train, val, seed, steps, np, "float32", eval_steps=[steps])
+    except StageError as exc:
+        res.rows = [fail_row("score", "score", "short run", str(exc), step=exc.step)]
+        return res
+    res.rows = check(case, golden, out[steps], seed, steps, tol)
+    res.info = f"float32, seed {seed}, {steps} steps"
+    res.seconds = time.perf_counter() - t0
+    return res

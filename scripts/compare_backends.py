@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""One case on numpy and cupy side by side, both against the float64 oracle (numpy-float64 golden).
+
+    python scripts/compare_backends.py --case tiny [--impl PATH] [--dtype float32]
+
+Columns: per tensor (forward, loss, backward, first trajectory steps) the normwise relative error vs
+the oracle of this machine's numpy run of the implementation, of the reference's numpy run recorded
+in the golden file, and of cupy: run here when a GPU is usable, otherwise the reference's cupy
+recording in the golden file when there is one (recorded on a lent GPU). Without either, it says so.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import env  # noqa: E402
+
+env.pin()
+
+import argparse  # noqa: E402
+
+from harness import tiers, tolerances  # noqa: E402
+from harness.cases import CASES, TRAJECTORY_CASES  # noqa: E402
+from harness.compare import record_errors  # noqa: E402
+from harness.contract import DEFAULT_IMPL, load_impl  # noqa: E402
+from harness.regen import backend_module  # noqa: E402
+
+
+def _errors(results, golden):
+    oracle = {k[len("numpy-float64/"):]: v for k, v in golden.data.items() if k.startswith("numpy-float64/")}
+    return record_errors({k: v for k, v in results.items() if not k.startswith("setup/")
+                          and not isinstance(v, list)}, oracle)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", default="tiny", choices=list(TRAJECTORY_CASES))
+    ap.add_argument("--impl", default=str(DEFAULT_IMPL))
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    args = ap.parse_args(argv)
+    case, tol = CASES[args.case], tolerances.load()
+    golden = tiers.load_case_golden(case)
+    impl = load_impl(args.impl)
+    np_name, cp_name = f"numpy-{args.dtype}", f"cupy-{args.dtype}"
+    columns = {}
+    res, _ = tiers.collect(impl, case, golden, np_name) if args.dtype == "float32" else \
+        tiers.collect(impl, case, golden, "numpy-float64")
+    columns[f"{np_name} (impl, here)"] = _errors(res, golden)
+    rec = tiers.recorded_errors(golden, np_name)
+    if rec:
+        columns[f"{np_name} (reference, recorded)"] = rec
+    xp, why = backend_module(cp_name)
+    if xp is not None:
+        res, _ = tiers.collect(impl, case, golden, cp_name)
+        columns[f"{cp_name} (impl, here)"] = _errors(res, golden)
+    else:
+        rec_cp = tiers.recorded_errors(golden, cp_name)
+        if rec_cp:
+            env_desc = golden.group_attrs(cp_name).get("environment", {})
+            gpu = env_desc.get("gpu", "?") if isinstance(env_desc, dict) else "?"
+            print(f"no GPU here ({why}): comparing with the reference's {cp_name} recording in "
+                  f"{golden.path} (made on {gpu})")
+            columns[f"{cp_name} (reference, recorded)"] = rec_cp
+        else:
+            print(f"no GPU here ({why}) and {golden.path} holds no {cp_name} recording: only numpy "
+                  f"is compared (record one on a GPU with scripts/regen_golden.py --case {case.name} --force)")
+    keys = list(next(iter(columns.values())))
+    names = list(columns)
+    print(f"\n{case.name}: normwise relative error vs numpy-float64 (the oracle)")
+    print(f"{'tensor':48s} " + " ".join(f"{n:>30s}" for n in names))
+    for k in keys:
+        print(f"{k[:48]:48s} " + " ".join(
+            f"{columns[n].get(k, float('nan')):30.2e}" for n in names))
+    worst = {n: max(columns[n].values(), default=float("nan")) for n in names}
+    print("\nworst: " + "; ".join(f"{n} {w:.2e}" for n, w in worst.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""Regenerate golden files from reference/ only (never from impl/).
+
+    python scripts/regen_golden.py --case tiny --force
+    python scripts/regen_golden.py --case all --force          # tiny, gpt2-vocab, shakespeare-char
+
+An existing file is never overwritten without --force; with --force the command prints what changed
+against the previous file, tensor by tensor (identical / changed with max|Δ| and relative error /
+new / removed). Files are written atomically (temp file + rename).
+
+Backends recorded: numpy-float64 (the oracle) and numpy-float32 always; cupy-float32 and
+cupy-float64 when cupy and a CUDA GPU are usable. On a machine without a GPU the previous file's
+cupy recordings are kept when neither the case nor the generating source changed.
+
+The trajectory cases (tiny, gpt2-vocab) take seconds. shakespeare-char trains the baby GPT in
+float32 for every seed of its ensemble (8 seeds x 300 steps) and takes several minutes on 2 cores:
+it is a slow, explicit operation, never part of verify.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import env  # noqa: E402  (stdlib only: pins the BLAS threads before numpy loads)
+
+env.pin()
+env.tiktoken_cache()
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+from harness.cases import CASES, CaseDataError  # noqa: E402
+from harness.golden import GoldenError  # noqa: E402
+from harness.regen import ALL_BACKENDS, regenerate  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", action="append", required=True,
+                    help=f"case to regenerate, repeatable: {', '.join(CASES)}, or 'all'")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing golden file")
+    ap.add_argument("--backends", default=",".join(ALL_BACKENDS),
+                    help="comma-separated backends to record (unavailable ones are skipped; "
+                         "default: %(default)s)")
+    ap.add_argument("--golden-dir", default=None, help="folder of the golden files (default golden/)")
+    ap.add_argument("--quiet", action="store_true", help="print only changed tensors")
+    args = ap.parse_args(argv)
+    names = list(CASES) if "all" in args.case else args.case
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        ap.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
+    status = 0
+    for name in names:
+        print(f"{name}: regenerating from reference/")
+        t0 = time.perf_counter()
+        try:
+            lines = regenerate(CASES[name], args.backends.split(","), args.force, args.golden_dir)
+        except (GoldenError, CaseDataError) as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        changed = [ln for ln in lines if not ln.lstrip().startswith("identical")]
+        for ln in (changed if args.quiet else lines):
+            print(ln)
+        print(f"{name}: written in {time.perf_counter() - t0:.1f} s; {len(lines) - len(changed)} "
+              f"datasets identical, {len(changed)} new/changed/removed")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

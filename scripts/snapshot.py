@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Record the exact tier's local bitwise baseline BEFORE an edit:
+
+    python scripts/snapshot.py            # then edit impl/gpt2.py, then python scripts/verify.py
+
+Runs the implementation (--impl, default impl/gpt2.py) on every trajectory case in float64 and
+numpy-float32 in the pinned environment (OPENBLAS_NUM_THREADS=1 and the other variables in
+harness/env.py, set before numpy loads) and stores the sha256 of every result, with the environment,
+in .nanoproof/snapshot.json (git-ignored: it is a property of this machine, never committed).
+verify then reports "bit-identical" or "bits changed" — information only; the semantic tier decides.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import env  # noqa: E402
+
+env.pin()
+
+import argparse  # noqa: E402
+
+from harness import snapshot, tiers, tolerances  # noqa: E402
+from harness.cases import CASES, TRAJECTORY_CASES  # noqa: E402
+from harness.contract import DEFAULT_IMPL, ContractError, load_impl  # noqa: E402
+from harness.golden import GoldenError  # noqa: E402
+from harness.verify import BACKEND_BACKENDS  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--impl", default=str(DEFAULT_IMPL), help="implementation file (default impl/gpt2.py)")
+    ap.add_argument("--out", default=str(snapshot.SNAPSHOT_PATH), help="snapshot file (default %(default)s)")
+    args = ap.parse_args(argv)
+    try:
+        module = load_impl(args.impl)
+    except ContractError as exc:
+        print(f"snapshot: contract error: {exc}", file=sys.stderr)
+        return 2
+    tol = tolerances.load()
+    per_case = {}
+    for name in TRAJECTORY_CASES:
+        case = CASES[name]
+        try:
+            golden = tiers.load_case_golden(case)
+        except GoldenError as exc:
+            print(f"snapshot: {exc}", file=sys.stderr)
+            return 1
+        _, sem = tiers.semantic(module, case, golden, tol)
+        back = {b: tiers.backend(module, case, golden, b, tol)[1] for b in BACKEND_BACKENDS}
+        per_case[name] = snapshot.hashes(sem, back)
+        print(f"{name}: {len(per_case[name])} results hashed")
+    data = snapshot.write(args.out, args.impl, per_case)
+    print(f"snapshot written to {args.out} (environment: {data['environment']['blas']}, "
+          f"{data['environment']['cpu']}, pinned: {data['environment']['pinned_in_time']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

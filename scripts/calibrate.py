@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Re-measure every tolerance of golden/tolerances.json and print its headroom (value / measured).
 
-    python scripts/calibrate.py                 # all tiers (the score tier runs ~2 short float32 runs)
+    python scripts/calibrate.py                 # all tiers (the score tier runs ~8 short float32 runs)
     python scripts/calibrate.py --only semantic
     python scripts/calibrate.py --write         # store the new measurements in the table ("measured")
 
@@ -12,9 +12,17 @@ What is measured (rounding-only changes: each must stay within its tolerance):
             schedule), each against the float64 golden of every trajectory case;
   backend   k: the largest ratio err(impl float32) / err(reference float32) over every tensor;
             floor: the largest impl float32 error where the reference's own is below the floor;
-  score     the ensemble's sigma at the short step, the impl's distance to the band centre in sigmas,
-            and |impl - reference| on the same seed (float32 drift).
-The values are never changed by this script: a tolerance is a decision (golden/README.md).
+  score     verify's short score run (float32, the score case's verify seed, short_steps updates:
+            harness/score.py) of impl/gpt2.py, of reference/ re-run here and of each rounding-only
+            rewrite above. band_sigmas: the largest distance to the ensemble mean in sigmas;
+            same_seed: the largest |val loss - the reference's recorded val loss for that seed|
+            (golden/shakespeare-char.h5), i.e. the float32 drift of rounding-only rewrites over
+            the run, which score.same_seed must cover. Prints the ensemble's sigma at that step and
+            every run's val loss; ~8 short runs (10-30 s each on this 2-core machine).
+The values are never changed by this script: a tolerance is a decision (golden/README.md). The
+rule for score.same_seed (its "why" in tolerances.json): 10x the measured same-seed drift, rounded
+up to one significant digit, and at most sigma/1000 of the ensemble at that step, so that a
+semantic change of the training run still fails it (the script prints both ratios).
 """
 import sys
 from pathlib import Path
@@ -28,6 +36,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 
 from harness import score, tiers, tolerances  # noqa: E402
 from harness.cases import CASES, SCORE_CASES, TRAJECTORY_CASES, CaseDataError  # noqa: E402
@@ -104,7 +113,30 @@ def backend_measure(module, tol):
     return {"backend.k": ratio, "backend.floor": floor_err}
 
 
-def score_measure(module, tol):
+def rewrite_modules(impl_path):
+    """[(label, module)]: impl, reference/, and each rounding-only rewrite of impl (REWRITES) whose
+    pattern occurs exactly once in the impl file."""
+    modules = [("impl", load_impl(impl_path)), ("reference", load_reference())]
+    src = Path(impl_path).read_text()
+    tmp = Path(tempfile.mkdtemp(prefix="nanoproof-calibrate-"))
+    for i, (label, (old, new)) in enumerate(REWRITES.items()):
+        if src.count(old) != 1:
+            print(f"rewrite '{label}': pattern not in {impl_path}, skipped")
+            continue
+        p = tmp / f"rewrite_{i}.py"
+        p.write_text(src.replace(old, new))
+        modules.append((f"rewrite '{label}'", load_impl(p)))
+    return modules
+
+
+def _worse(x, worst):
+    """x is the new worst: larger, or NaN (a NaN, once worst, stays worst)."""
+    return not math.isnan(worst) and (math.isnan(x) or x > worst)
+
+
+def score_measure(modules, tol):
+    """verify's score run (float32, verify_seed, short_steps) of every module: the largest distance
+    to the ensemble mean (sigmas) and the largest |val - reference's recorded val, same seed|."""
     case = CASES[SCORE_CASES[0]]
     try:
         golden = score.load(case)
@@ -116,15 +148,28 @@ def score_measure(module, tol):
     import numpy as np
     seeds, values = score.ensemble(golden, case.short_steps)
     mean, sigma, _ = score.band(values, tol)
-    out = score_run(module, case, train, val, case.verify_seed, case.short_steps, np, "float32",
-                    [case.short_steps])[case.short_steps]
     ref_seed = float(values[list(seeds).index(case.verify_seed)])
-    print(f"score: ensemble at step {case.short_steps}: mean {mean:.4f}, sigma {sigma:.4f} over "
-          f"{len(values)} seeds; impl {out:.5f}, reference seed {case.verify_seed} {ref_seed:.5f}")
-    return {"score.band_sigmas": (abs(out - mean) / sigma, "impl, seed 0 short run"),
+    run = f"seed {case.verify_seed}, {case.short_steps} steps, float32"
+    print(f"score: ensemble at step {case.short_steps}: mean {mean:.5f}, sigma {sigma:.5f} over "
+          f"{len(values)} seeds; reference's recorded seed {case.verify_seed}: {ref_seed:.6f}")
+    band, drift = (-1.0, ""), (-1.0, "")
+    for label, module in modules:
+        t0 = time.perf_counter()
+        out = score_run(module, case, train, val, case.verify_seed, case.short_steps, np, "float32",
+                        [case.short_steps])[case.short_steps]
+        d, z = abs(out - ref_seed), abs(out - mean) / sigma
+        print(f"score: {label:34s} val {out:.6f}  |val - ref seed| {d:.3g}  "
+              f"|val - mean| {z:.3f} sigma  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        if _worse(d, drift[0]):
+            drift = (d, f"{label}, {run}")
+        if _worse(z, band[0]):
+            band = (z, f"{label}, {run}")
+    print(f"score: largest same-seed drift {drift[0]:.3g} ({drift[1]}) = sigma / "
+          f"{sigma / drift[0] if drift[0] else math.inf:.3g}; score.same_seed {tol['score.same_seed']['value']:.3g} "
+          f"= sigma / {sigma / tol['score.same_seed']['value']:.3g}")
+    return {"score.band_sigmas": band,
             "score.band_floor": (0.0, "no floor needed"),
-            "score.same_seed": (abs(out - ref_seed), f"impl vs reference, seed {case.verify_seed}, "
-                                                     f"{case.short_steps} steps, float32")}
+            "score.same_seed": drift}
 
 
 def main(argv=None):
@@ -135,24 +180,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     only = set(args.only or ["semantic", "backend", "score"])
     tol = tolerances.load()
-    impl = load_impl(args.impl)
+    modules = rewrite_modules(args.impl)  # [0] is impl itself
     measured = {}
     if "semantic" in only:
-        modules = [("impl", impl), ("reference", load_reference())]
-        src = Path(args.impl).read_text()
-        tmp = Path(tempfile.mkdtemp(prefix="nanoproof-calibrate-"))
-        for i, (label, (old, new)) in enumerate(REWRITES.items()):
-            if src.count(old) != 1:
-                print(f"rewrite '{label}': pattern not in {args.impl}, skipped")
-                continue
-            p = tmp / f"rewrite_{i}.py"
-            p.write_text(src.replace(old, new))
-            modules.append((f"rewrite '{label}'", load_impl(p)))
         measured.update(semantic_measure(modules, tol))
     if "backend" in only:
-        measured.update(backend_measure(impl, tol))
+        measured.update(backend_measure(modules[0][1], tol))
     if "score" in only:
-        measured.update(score_measure(impl, tol))
+        measured.update(score_measure(modules, tol))
     print(f"\n{'entry':32s} {'metric':7s} {'value':>10s} {'measured':>10s} {'headroom':>9s}  worst case")
     for key, e in tol.items():
         if key not in measured:

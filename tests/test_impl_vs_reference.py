@@ -8,7 +8,8 @@
   some steps and not on others; loss, grad norm and every parameter compared after each step;
 - lr_at over a range of steps; and float32 kept end to end (no silent float64 upcast).
 
-Error measure: normwise relative error max|impl - ref| / max|ref| per tensor (DESIGN.md), <= TOL = 1e-10.
+Error measure: normwise relative error max|impl - ref| / max|ref| per tensor (DESIGN.md; harness.compare.normwise,
+the verify harness's own), <= TOL = 1e-10.
 Both sides are float64 and compute the same math in different orders (e.g. rsqrt as x**-0.5 vs 1/sqrt(x),
 the logits' log-sum-exp, a fused qkv reshape vs slices), so only rounding separates them. Measured on this
 machine (numpy 2.4, OpenBLAS 0.3.31): step 0 losses equal to the bit, activations <= 8.7e-16
@@ -23,6 +24,7 @@ import math
 import numpy as np
 import pytest
 
+from harness.compare import normwise
 from harness.contract import HPARAM_KEYS, activation_names, required_activation_names
 
 TOL = 1e-10
@@ -53,28 +55,14 @@ def test_hparams_cover_the_contract():
 
 # ----------------------------------------------------------------------------- comparison
 
-def normwise_error(got, want):
-    """max|got - want| / max|want| (0 when both are identical, inf for a difference against zeros,
-    NaN anywhere gives NaN, which no tolerance passes)."""
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    diff = np.abs(got - want)
-    if diff.size == 0:
-        return 0.0
-    num, den = diff.max(), np.abs(want).max()
-    if np.isnan(num) or np.isnan(den):
-        return math.nan
-    if num == 0:
-        return 0.0
-    return float(num / den) if den > 0 else math.inf
-
-
 def assert_close(what, got, want, tol=TOL):
     """Shape, then dtype, then values (normwise), naming the tensor, its error, the tolerance and
     where the largest difference is."""
     got, want = np.asarray(got), np.asarray(want)
     assert got.shape == want.shape, f"{what}: shape {got.shape} (impl) != {want.shape} (reference)"
     assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} (impl) != {want.dtype} (reference)"
-    err = normwise_error(got, want)
+    err = normwise(got, want)[1]  # harness's metric: 0 when identical, inf for NaN or a difference
+                                  # against zeros, so `not err <= tol` fails them
     if not err <= tol:
         diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
         where = np.unravel_index(int(np.nanargmax(diff)), diff.shape) if diff.ndim else ()
@@ -87,15 +75,19 @@ def assert_close(what, got, want, tol=TOL):
 
 def test_assert_close_can_fail():
     want = np.linspace(-1.0, 1.0, 12).reshape(3, 4)
-    assert_close("same", want.copy(), want)
+    assert assert_close("same", want.copy(), want) == 0.0
     got = want.copy()
     got[2, 1] += 1e-9                                              # 1e-9 normwise > TOL
     with pytest.raises(AssertionError, match=r"^bumped: normwise relative error 1\.0+e-09 > tol 1e-10 "
                                              r"\(max\|impl - ref\| .* at index \(2, 1\)"):
         assert_close("bumped", got, want)
-    with pytest.raises(AssertionError, match="nan"):
-        got[0, 0] = np.nan
-        assert_close("nan", got, want)
+    with pytest.raises(AssertionError, match=r"^with NaN: normwise relative error inf > tol"):
+        got[0, 0] = np.nan                                         # NaN never passes
+        assert_close("with NaN", got, want)
+    zeros = np.zeros((2, 3))
+    assert assert_close("zeros", zeros.copy(), zeros) == 0.0
+    with pytest.raises(AssertionError, match=r"^off zeros: normwise relative error inf > tol"):
+        assert_close("off zeros", zeros + 1e-300, zeros)           # any difference against zeros fails
     with pytest.raises(AssertionError, match="dtype"):
         assert_close("dtype", want.astype(np.float32), want)
 

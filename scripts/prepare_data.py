@@ -7,13 +7,13 @@ Thin command-line front end over harness.data (prepare, find_tinyshakespeare).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
-if importlib.util.find_spec("harness") is None:  # run as `python scripts/prepare_data.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# this checkout's harness, even where another checkout is installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness.cli import positive_int  # noqa: E402
 from harness.data import (  # noqa: E402
     MAX_VOCAB,
     REPO_ROOT,
@@ -53,15 +53,6 @@ errors (missing/empty/non-UTF-8 input, text shorter than one block, vocabulary t
 failed download) print one line to stderr and exit with status 2.
 """
 
-
-def positive_int(s: str) -> int:
-    try:
-        n = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,17 +7,17 @@ Thin command-line front end over harness.training.train; the flags are nanoGPT's
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
 
-if importlib.util.find_spec("harness") is None:  # run as `python scripts/train.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# this checkout's harness, even where another checkout is installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
 from harness.contract import ContractError, load_impl, load_reference  # noqa: E402
+from harness.cli import nonnegative_int, positive_int  # noqa: E402
 from harness.data import REPO_ROOT, DataError, find_tinyshakespeare, load_meta, prepare  # noqa: E402
 from harness.training import (  # noqa: E402
     CKPT_NAME, LOG_NAME, PLOT_NAME, TrainingError, make_config, train,
@@ -62,24 +62,6 @@ user errors (missing data, bad checkpoint, impossible sizes) print one line to s
 """
 
 
-def positive_int(s: str) -> int:
-    try:
-        n = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
-
-
-def nonnegative_int(s: str) -> int:
-    try:
-        n = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
-    return n
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -392,10 +392,8 @@ def test_cli_download_failure(tmp_path):
     """End to end in a scratch copy of the repo that has no tiny Shakespeare nearby."""
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
-    (repo / "harness").mkdir()
     shutil.copy(SCRIPT, repo / "scripts" / "prepare_data.py")
-    shutil.copy(ROOT / "harness" / "data.py", repo / "harness" / "data.py")
-    (repo / "harness" / "__init__.py").write_text("")
+    shutil.copytree(ROOT / "harness", repo / "harness", ignore=shutil.ignore_patterns("__pycache__"))
     proc = run_cli("--url", UNREACHABLE_URL, cwd=repo, script=repo / "scripts" / "prepare_data.py")
     assert_clean_error(proc, UNREACHABLE_URL, "could not download", "--input")
     assert not (repo / "data" / "shakespeare_char").exists()

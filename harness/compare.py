@@ -127,17 +127,25 @@ def _where(a, e, tol_abs):
             f"{tuple(int(i) for i in worst)}: got {a[worst]:.10g}, expected {e[worst]:.10g}")
 
 
-def check_rel(tier, section, name, actual, expected, tol, step=None, backend=""):
-    """Normwise relative check; FAIL on shape mismatch, NaN, or error > tol."""
-    e = np.asarray(expected)
-    row = Row(tier, section, name, step, tuple(e.shape), metric="rel", tol=tol, backend=backend)
+def _present_and_shaped(row, actual, e):
+    """`actual` as an array, or None after marking `row` FAIL (missing, or a shape other than e's)."""
     if actual is None:
         row.verdict, row.note = "FAIL", "missing"
-        return row
+        return None
     a = np.asarray(actual)
     if a.shape != e.shape:
         row.verdict, row.err = "FAIL", math.inf
         row.note = f"shape {tuple(a.shape)}, expected {tuple(e.shape)}"
+        return None
+    return a
+
+
+def check_rel(tier, section, name, actual, expected, tol, step=None, backend=""):
+    """Normwise relative check; FAIL on shape mismatch, NaN, or error > tol."""
+    e = np.asarray(expected)
+    row = Row(tier, section, name, step, tuple(e.shape), metric="rel", tol=tol, backend=backend)
+    a = _present_and_shaped(row, actual, e)
+    if a is None:
         return row
     row.max_abs, row.err = normwise(a, e)
     if not (row.err <= tol):  # NaN-safe: NaN never passes
@@ -151,13 +159,8 @@ def check_rel(tier, section, name, actual, expected, tol, step=None, backend="")
 def check_ulp(tier, section, name, actual, expected, tol, step=None, backend=""):
     e = np.asarray(expected)
     row = Row(tier, section, name, step, tuple(e.shape), metric="ulp", tol=tol, backend=backend)
-    if actual is None:
-        row.verdict, row.note = "FAIL", "missing"
-        return row
-    a = np.asarray(actual)
-    if a.shape != e.shape:
-        row.verdict, row.err = "FAIL", math.inf
-        row.note = f"shape {tuple(a.shape)}, expected {tuple(e.shape)}"
+    a = _present_and_shaped(row, actual, e)
+    if a is None:
         return row
     row.max_abs = normwise(a, e)[0]
     row.err = ulp_distance(a, e)

@@ -1,0 +1,503 @@
+"""Mutation testing of impl/gpt2.py: how much of a change in the math does verify catch?
+
+A catalog (CATALOG below, kept as data) of small textual edits of impl/gpt2.py: each has an exact
+`old` substring that must occur exactly once in the file, its `new` replacement, a `kind`
+("semantic": changes the math, verify must fail; "equivalent": changes rounding only, verify must
+pass), a description, and `expect`: the first tensor the semantic tier should name (its printed name,
+`name@step` for trajectory scalars), where known. `run_catalog` applies each edit to a temporary copy,
+runs verify's tiers on it in-process (harness.verify.run) and records per tier whether it was caught
+and where; the exact tier compares against a snapshot of the unmodified impl taken in a temporary
+folder first. scripts/mutate.py is the command line.
+
+A catalog entry whose `old` text no longer occurs exactly once in impl/gpt2.py is reported as
+"stale" (0 occurrences) or "ambiguous" (more than one), never skipped silently.
+"""
+import hashlib
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from harness.contract import DEFAULT_IMPL, ContractError, load_impl
+
+FAST_TIERS = ("semantic", "backend")
+ALL_TIERS = ("exact", "semantic", "backend", "score")
+
+def M(name, kind, area, old, new, description, expect=None):
+    return {"name": name, "kind": kind, "area": area, "old": old, "new": new,
+            "description": description, "expect": expect}
+
+
+S, E = "semantic", "equivalent"
+CATALOG = [
+    # ------------------------------------------------------------------ init
+    M("init_std", S, "init", "rng.normal(0.0, 0.02 /", "rng.normal(0.0, 0.01 /",
+      "init std 0.02 -> 0.01", "init wte"),
+    M("init_cproj_scale", S, "init", 'math.sqrt(2 * cfg["n_layer"])', 'math.sqrt(cfg["n_layer"])',
+      "c_proj init std 0.02/sqrt(2L) -> 0.02/sqrt(L)", "init h.0.attn.c_proj.weight"),
+    M("init_ln_weight_zero", S, "init", "p = np.ones(shape)", "p = np.zeros(shape)",
+      "LayerNorm weights initialised to 0 instead of 1", "init h.0.ln_1.weight"),
+    # ------------------------------------------------------------------ sampler
+    M("batch_high_off_by_one", S, "sampler", "rng.integers(0, len(data) - block_size, size",
+      "rng.integers(0, len(data) - block_size - 1, size",
+      "sampler's upper bound off by one (len - T - 1)", "get_batch x"),
+    M("batch_window_shift", S, "sampler", "np.arange(block_size + 1)", "np.arange(1, block_size + 2)",
+      "batch window starts at i + 1", "get_batch x"),
+    M("batch_y_not_shifted", S, "sampler", "return x[:, :-1], x[:, 1:]", "return x[:, :-1], x[:, :-1]",
+      "targets equal inputs (no shift)", "get_batch y"),
+    # ------------------------------------------------------------------ lr schedule
+    M("warmup_denominator", S, "schedule", '(step + 1) / (hp["warmup_iters"] + 1)',
+      '(step + 1) / hp["warmup_iters"]', "warmup divides by warmup_iters, not warmup_iters + 1", "lr_at"),
+    M("decay_denominator", S, "schedule", '/ (hp["lr_decay_iters"] - hp["warmup_iters"])',
+      '/ hp["lr_decay_iters"]', "cosine ratio's denominator forgets the warmup", "lr_at"),
+    M("cosine_sign", S, "schedule", "0.5 * (1.0 + math.cos(math.pi * ratio))",
+      "0.5 * (1.0 - math.cos(math.pi * ratio))", "cosine coefficient sign-flipped (decay runs upwards)", "lr_at"),
+    M("decay_flat_lr_not_min", S, "schedule", 'return hp["min_lr"]\n', 'return hp["learning_rate"]\n',
+      "after lr_decay_iters the lr returns to learning_rate instead of min_lr", "lr_at"),
+    # ------------------------------------------------------------------ forward
+    M("pos_ids_off_by_one", S, "forward", 'params["wpe"][:T]', 'params["wpe"][xp.arange(T) - 1]',
+      "position ids shifted by one (position 0 reads the last row of wpe)", "emb"),
+    M("ln_eps", S, "forward", "keepdims=True) + 1e-5", "keepdims=True) + 1e-6",
+      "LayerNorm eps 1e-5 -> 1e-6", "h.0.ln_1"),
+    M("ln_no_centering", S, "forward", "    xc = x - mu\n", "    xc = x + 0 * mu\n",
+      "LayerNorm forgets to subtract the mean", "h.0.ln_1"),
+    M("ln_bias_sign", S, "forward", "return xhat * w + b, xhat, rstd", "return xhat * w - b, xhat, rstd",
+      "LayerNorm bias subtracted (biases are 0 at init: caught once they move)", "loss@1"),
+    M("attn_scale_C", S, "forward", "* (1.0 / math.sqrt(HS)) + mask", "* (1.0 / math.sqrt(C)) + mask",
+      "attention scale 1/sqrt(C) instead of 1/sqrt(head size)", "h.0.attn.att"),
+    M("causal_mask_leak", S, "forward", '-xp.inf, dtype=params["wte"].dtype), 1)',
+      '-xp.inf, dtype=params["wte"].dtype), 2)', "causal mask off by one: each query sees the next token",
+      "h.0.attn.att"),
+    M("causal_mask_no_self", S, "forward", '-xp.inf, dtype=params["wte"].dtype), 1)',
+      '-xp.inf, dtype=params["wte"].dtype), 0)', "causal mask off by one the other way: the diagonal is masked",
+      "h.0.attn.att"),
+    M("softmax_wrong_axis", S, "forward", "att /= att.sum(-1, keepdims=True)", "att /= att.sum(-2, keepdims=True)",
+      "softmax normalised over the query axis instead of the key axis", "h.0.attn.att"),
+    M("qk_swapped", S, "forward", "    q, k, v = qkv.reshape(B, T, 3, NH, HS).transpose(2, 0, 3, 1, 4)     #",
+      "    k, q, v = qkv.reshape(B, T, 3, NH, HS).transpose(2, 0, 3, 1, 4)     #",
+      "q and k swapped in the forward (scores transposed)", "h.0.attn.att"),
+    M("heads_batch_time_mixed", S, "forward", "(att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)",
+      "(att @ v).transpose(2, 0, 1, 3).reshape(B, T, C)",
+      "merging heads mixes batch and time in the reshape", "h.0.attn.y"),
+    M("attn_residual_dropped", S, "forward", 'x = c[f"h.{i}.res_1"] = x + ap', 'x = c[f"h.{i}.res_1"] = ap',
+      "attention residual connection dropped", "h.0.res_1"),
+    M("gelu_cubic_const", S, "forward", "(f + 0.044715 * f * f * f)", "(f + 0.0447 * f * f * f)",
+      "GELU cubic constant 0.044715 -> 0.0447 (README's example)", "h.0.mlp.gelu"),
+    M("gelu_sqrt_2_over_pi", S, "forward", "GELU_C = math.sqrt(2.0 / math.pi)", "GELU_C = 0.7978",
+      "GELU's sqrt(2/pi) rounded to 0.7978", "h.0.mlp.gelu"),
+    M("gelu_sign", S, "forward", '= 0.5 * f * (1.0 + th)', '= 0.5 * f * (1.0 - th)',
+      "GELU 1 + tanh sign-flipped", "h.0.mlp.gelu"),
+    M("loss_mean_over_batch_only", S, "forward", "return -float(picked.mean()), c",
+      "return -float(picked.sum() / B), c", "loss divided by B instead of B*T", "loss"),
+    # ------------------------------------------------------------------ backward
+    M("ce_grad_scale_B", S, "backward", "dlogits *= 1.0 / (B * T)", "dlogits *= 1.0 / B",
+      "cross-entropy gradient scaled by 1/B instead of 1/(B*T)", "dln_f.bias"),
+    M("ce_grad_onehot_sign", S, "backward", "-= 1.0  # softmax - onehot", "+= 1.0  # softmax - onehot",
+      "softmax + onehot instead of softmax - onehot", "dln_f.bias"),
+    M("ln_back_dw_no_xhat", S, "backward", "return dx, (dout * xhat).sum((0, 1)),",
+      "return dx, dout.sum((0, 1)),", "LayerNorm weight gradient forgets xhat", "dln_f.weight"),
+    M("ln_back_drop_mean", S, "backward", "(dxhat - dxhat.mean(-1, keepdims=True) - xhat",
+      "(dxhat - xhat", "LayerNorm backward drops the mean term", "dh.1.mlp.c_proj.bias"),
+    M("ln_back_drop_var", S, "backward", " - xhat * (dxhat * xhat).mean(-1, keepdims=True))", ")",
+      "LayerNorm backward drops the variance term", "dh.1.mlp.c_proj.bias"),
+    M("mlp_proj_bias_grad_doubled", S, "backward", 'g[f"h.{i}.mlp.c_proj.bias"] = dx.sum((0, 1))',
+      'g[f"h.{i}.mlp.c_proj.bias"] = 2 * dx.sum((0, 1))', "mlp c_proj bias gradient doubled",
+      "dh.1.mlp.c_proj.bias"),
+    M("gelu_back_sign", S, "backward", "0.5 * f * (1.0 - th * th)", "0.5 * f * (1.0 + th * th)",
+      "GELU backward: 1 - tanh^2 sign-flipped", "dh.1.mlp.c_fc.bias"),
+    M("gelu_back_drop_3", S, "backward", "(1.0 + 3 * 0.044715 * f * f)", "(1.0 + 0.044715 * f * f)",
+      "GELU backward forgets the 3 of the cubic's derivative", "dh.1.mlp.c_fc.bias"),
+    M("fc_weight_grad_wrong_input", S, "backward", 'g[f"h.{i}.mlp.c_fc.weight"] = c[f"h.{i}.ln_2"]',
+      'g[f"h.{i}.mlp.c_fc.weight"] = c[f"h.{i}.ln_1"]', "c_fc weight gradient uses ln_1's output",
+      "dh.1.mlp.c_fc.weight"),
+    M("mlp_residual_grad_dropped", S, "backward", "        dx = dx + dm\n", "        dx = dm\n",
+      "backward drops the MLP residual's gradient", "dh.1.attn.c_proj.bias"),
+    M("attn_proj_bias_grad_halved", S, "backward", 'g[f"h.{i}.attn.c_proj.bias"] = dx.sum((0, 1))',
+      'g[f"h.{i}.attn.c_proj.bias"] = 0.5 * dx.sum((0, 1))', "attention c_proj bias gradient halved",
+      "dh.1.attn.c_proj.bias"),
+    M("dv_no_transpose", S, "backward", "dv = att.transpose(0, 1, 3, 2) @ dy", "dv = att @ dy",
+      "dv = att @ dy (missing transpose)", "dh.1.attn.c_attn.bias"),
+    M("softmax_back_no_projection", S, "backward", "att * (datt - (datt * att).sum(-1, keepdims=True))",
+      "att * datt", "softmax backward drops the projection term", "dh.1.attn.c_attn.bias"),
+    M("softmax_back_wrong_axis", S, "backward", "(datt * att).sum(-1, keepdims=True)",
+      "(datt * att).sum(-2, keepdims=True)", "softmax backward sums over the wrong axis", "dh.1.attn.c_attn.bias"),
+    M("attn_back_no_scale", S, "backward", "keepdims=True)) * (1.0 / math.sqrt(HS))\n", "keepdims=True))\n",
+      "attention backward forgets the 1/sqrt(head size) scale", "dh.1.attn.c_attn.bias"),
+    M("dq_dk_swapped", S, "backward", "xp.stack([ds @ k, ds.transpose(0, 1, 3, 2) @ q, dv])",
+      "xp.stack([ds.transpose(0, 1, 3, 2) @ q, ds @ k, dv])", "dq and dk swapped", "dh.1.attn.c_attn.bias"),
+    M("dqkv_heads_mixed", S, "backward", "dqkv.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * C)",
+      "dqkv.transpose(1, 3, 0, 4, 2).reshape(B, T, 3 * C)", "dqkv's head/head-size axes swapped in the reshape",
+      "dh.1.attn.c_attn.bias"),
+    M("ln1_back_uses_ln2_weight", S, "backward", 'c[f"h.{i}.ln_1.rstd"], p("ln_1.weight"))',
+      'c[f"h.{i}.ln_1.rstd"], p("ln_2.weight"))',
+      "ln_1's backward multiplies by ln_2's weight (equal at init: only the trajectory can see it)",
+      "grad_norm@1"),
+    M("attn_residual_grad_dropped", S, "backward", "        dx = dx + da\n", "        dx = da\n",
+      "backward drops the attention residual's gradient", "dh.0.mlp.c_proj.bias"),
+    M("wpe_grad_doubled", S, "backward", 'g["wpe"][:T] = dx.sum(0)', 'g["wpe"][:T] = 2 * dx.sum(0)',
+      "position embedding gradient doubled", "dwpe"),
+    M("wte_grad_no_lm_head_share", S, "backward",
+      'dwte = dlogits.reshape(B * T, -1).T @ c["ln_f"].reshape(B * T, C)',
+      'dwte = xp.zeros_like(params["wte"])',
+      "tied embedding: lm_head's contribution to dwte missing", "dwte"),
+    M("wte_grad_no_token_share", S, "backward", "dwte[ids] += onehot @ dx.reshape(B * T, C)",
+      "dwte[ids] += 0 * (onehot @ dx.reshape(B * T, C))",
+      "tied embedding: the token lookup's contribution to dwte missing", "dwte"),
+    M("wte_grad_drops_repeats", S, "backward", "dwte[ids] += onehot @ dx.reshape(B * T, C)",
+      "dwte[idx.reshape(-1)] += dx.reshape(B * T, C)",
+      "buffered fancy-index += : repeated token ids keep only one contribution", "dwte"),
+    # ------------------------------------------------------------------ optimizer
+    M("grad_norm_no_sqrt", S, "optimizer", "norm = math.sqrt(sum(", "norm = (sum(",
+      "global grad norm without the square root", "grad_norm@0"),
+    M("clip_threshold_scaled", S, "optimizer", 'hp["grad_clip"] / (norm + 1e-6)',
+      '0.9 * hp["grad_clip"] / (norm + 1e-6)',
+      "clip threshold 0.9 x grad_clip", "wte (after 1 updates)"),
+    M("clip_no_1e-6", S, "optimizer", 'hp["grad_clip"] / (norm + 1e-6)', 'hp["grad_clip"] / norm',
+      "clip without torch's + 1e-6", "h.0.attn.c_attn.weight (after 1 updates)"),
+    M("clip_no_min", S, "optimizer", 'min(1.0, hp["grad_clip"] / (norm + 1e-6))', 'hp["grad_clip"] / (norm + 1e-6)',
+      "clipping also scales small gradients up", "wte (after 3 updates)"),
+    M("beta1_for_beta2", S, "optimizer", 'hp["beta1"], hp["beta2"], step + 1', 'hp["beta1"], hp["beta1"], step + 1',
+      "AdamW beta2 replaced by beta1 (invisible in the first update: bias correction)", "loss@2"),
+    M("beta2_in_m", S, "optimizer", "m += (1 - b1) * g", "m += (1 - b2) * g",
+      "first moment accumulates with 1 - beta2", "wte (after 1 updates)"),
+    M("bias_correction_t_off", S, "optimizer", 'hp["beta2"], step + 1', 'hp["beta2"], step + 2',
+      "bias correction with t = step + 2", "wte (after 1 updates)"),
+    M("bias_correction_dropped_m", S, "optimizer", "p -= (lr / (1 - b1 ** t)) * m", "p -= lr * m",
+      "first-moment bias correction dropped", "wte (after 1 updates)"),
+    M("bias_correction_dropped_v", S, "optimizer", "((v * (1 / (1 - b2 ** t))) ** 0.5", "(v ** 0.5",
+      "second-moment bias correction dropped", "wte (after 1 updates)"),
+    M("adam_eps_inside_sqrt", S, "optimizer", '((v * (1 / (1 - b2 ** t))) ** 0.5 + hp["eps"])',
+      '((v * (1 / (1 - b2 ** t)) + hp["eps"]) ** 0.5)', "AdamW eps inside the square root", "wte (after 1 updates)"),
+    M("adam_eps_1e-6", S, "optimizer", '** 0.5 + hp["eps"])', '** 0.5 + 1e-6)',
+      "AdamW eps 1e-8 -> 1e-6", "wte (after 1 updates)"),
+    M("wd_on_all_params", S, "optimizer", "if p.ndim >= 2:", "if p.ndim >= 1:",
+      "weight decay applied to biases and LayerNorm too", "h.0.ln_1.weight (after 1 updates)"),
+    M("wd_without_lr", S, "optimizer", 'p *= 1 - lr * hp["weight_decay"]', 'p *= 1 - 0.01 * hp["weight_decay"]',
+      "weight decay not scaled by the lr", "wte (after 1 updates)"),
+    # ------------------------------------------------------------------ equivalent rewrites
+    M("eq_attn_scale_divide", E, "forward", "* (1.0 / math.sqrt(HS)) + mask", "/ math.sqrt(HS) + mask",
+      "x / sqrt(d) instead of x * (1 / sqrt(d))"),
+    M("eq_attn_scale_into_q", E, "forward", "att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(HS)) + mask",
+      "att = (q * (1.0 / math.sqrt(HS))) @ k.transpose(0, 1, 3, 2) + mask", "scale folded into q"),
+    M("eq_rstd_reciprocal_sqrt", E, "forward", "    rstd **= -0.5\n", "    rstd = 1.0 / rstd ** 0.5\n",
+      "rstd as 1 / sqrt(var + eps)"),
+    M("eq_gelu_reassociated", E, "forward", "(f + 0.044715 * f * f * f)", "(f * (1.0 + 0.044715 * f * f))",
+      "GELU inner polynomial factored"),
+    M("eq_gelu_split", E, "forward", '= 0.5 * f * (1.0 + th)', '= 0.5 * f + 0.5 * f * th',
+      "GELU 0.5 f (1 + t) expanded"),
+    M("eq_qkv_split_matmul", E, "forward", 'a @ p("attn.c_attn.weight") + p("attn.c_attn.bias")',
+      'xp.concatenate([a @ p("attn.c_attn.weight")[:, j * C:(j + 1) * C] for j in range(3)], -1)'
+      ' + p("attn.c_attn.bias")', "qkv as three matmuls instead of one fused"),
+    M("eq_softmax_shift_first_key", E, "forward", "att = xp.exp(att - att.max(-1, keepdims=True))",
+      "att = xp.exp(att - att[..., :1])", "softmax stabilised by the first key's score instead of the max"),
+    M("eq_lse_shift_mean", E, "forward", "mx = logits.max(-1, keepdims=True)", "mx = logits.mean(-1, keepdims=True)",
+      "log-sum-exp shifted by the mean logit instead of the max"),
+    M("eq_ce_grad_divide", E, "backward", "dlogits *= 1.0 / (B * T)", "dlogits /= B * T",
+      "dlogits / (B T) instead of * (1 / (B T))"),
+    M("eq_ln_back_regrouped", E, "backward",
+      "(dxhat - dxhat.mean(-1, keepdims=True) - xhat * (dxhat * xhat).mean(-1, keepdims=True))",
+      "(dxhat - (dxhat.mean(-1, keepdims=True) + xhat * (dxhat * xhat).mean(-1, keepdims=True)))",
+      "LayerNorm backward's two subtractions regrouped"),
+    M("eq_wte_add_at", E, "backward", "dwte[ids] += onehot @ dx.reshape(B * T, C)",
+      "xp.add.at(dwte, idx.reshape(-1), dx.reshape(B * T, C))", "token share of dwte by unbuffered add.at"),
+    M("eq_grad_norm_reversed", E, "optimizer", "for g in grads.values()))", "for g in reversed(list(grads.values()))))",
+      "global grad norm summed in reverse order"),
+    M("eq_adamw_fused", E, "optimizer",
+      'p -= (lr / (1 - b1 ** t)) * m / ((v * (1 / (1 - b2 ** t))) ** 0.5 + hp["eps"])',
+      'p -= lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)) ** 0.5 + hp["eps"])',
+      "AdamW update with the bias corrections applied by division"),
+    M("eq_cosine_squared", E, "schedule", "0.5 * (1.0 + math.cos(math.pi * ratio))",
+      "math.cos(0.5 * math.pi * ratio) ** 2",
+      "cosine coefficient as cos^2(pi r / 2)"),
+    M("eq_decay_ge", E, "schedule", 'if step > hp["lr_decay_iters"]:', 'if step >= hp["lr_decay_iters"]:',
+      "> vs >= at lr_decay_iters: the cosine gives exactly min_lr there"),
+]
+
+# A fixed subset run by tests/test_mutate.py and `scripts/mutate.py --subset ci`: semantic mutants
+# across setup, forward, backward (both tied-embedding shares), optimizer and sampler, and three
+# equivalent rewrites.
+CI_SUBSET = ("init_cproj_scale", "batch_high_off_by_one", "warmup_denominator", "causal_mask_leak",
+             "gelu_cubic_const", "ln_back_drop_var", "softmax_back_no_projection",
+             "wte_grad_no_lm_head_share", "wte_grad_drops_repeats", "grad_norm_no_sqrt",
+             "eq_attn_scale_into_q", "eq_gelu_reassociated", "eq_adamw_fused")
+SUBSETS = {"ci": CI_SUBSET}
+
+
+# ----------------------------------------------------------------------------- catalog
+
+def by_name():
+    return {m["name"]: m for m in CATALOG}
+
+
+def occurrences(entry, text):
+    return text.count(entry["old"])
+
+
+def status_of(entry, text):
+    """'ok' when `old` occurs exactly once in text, else 'stale' (never) or 'ambiguous' (several)."""
+    n = occurrences(entry, text)
+    return "ok" if n == 1 else ("stale" if n == 0 else "ambiguous")
+
+
+def apply(entry, text):
+    """The mutated source; ValueError when the entry is stale or ambiguous."""
+    st = status_of(entry, text)
+    if st != "ok":
+        raise ValueError(f"{entry['name']}: {st}: `old` occurs {occurrences(entry, text)} times")
+    return text.replace(entry["old"], entry["new"], 1)
+
+
+def catalog_problems(text, catalog=None):
+    """Every way the catalog is malformed against `text` (impl/gpt2.py's source); [] when fine."""
+    catalog = CATALOG if catalog is None else catalog
+    out = []
+    names = [m["name"] for m in catalog]
+    out += [f"duplicate name {n}" for n in sorted({n for n in names if names.count(n) > 1})]
+    for m in catalog:
+        missing = [k for k in ("name", "kind", "old", "new", "description") if not m.get(k)]
+        if missing:
+            out.append(f"{m.get('name')}: missing {', '.join(missing)}")
+        if m.get("kind") not in ("semantic", "equivalent"):
+            out.append(f"{m.get('name')}: kind {m.get('kind')!r}")
+        if m.get("old") == m.get("new"):
+            out.append(f"{m['name']}: old == new")
+        if m.get("old") and status_of(m, text) != "ok":
+            out.append(f"{m['name']}: {status_of(m, text)} (`old` occurs {occurrences(m, text)} times)")
+    for k in ("semantic", "equivalent"):
+        n = sum(m.get("kind") == k for m in catalog)
+        if n < (40 if k == "semantic" else 10):
+            out.append(f"only {n} {k} mutants")
+    for n in CI_SUBSET:
+        if n not in names:
+            out.append(f"CI_SUBSET names unknown mutant {n}")
+    return out
+
+
+def select(only=None, subset=None):
+    cat = by_name()
+    names = list(cat)
+    if subset:
+        names = [n for n in SUBSETS[subset]]
+    if only:
+        unknown = [n for n in only if n not in cat]
+        if unknown:
+            raise KeyError(f"unknown mutant(s): {', '.join(unknown)}")
+        names = [n for n in names if n in only] if subset else list(only)
+    return [cat[n] for n in names]
+
+
+# ----------------------------------------------------------------------------- running
+
+def take_snapshot(module, path, impl_path):
+    """The exact tier's baseline of the unmodified impl, written to `path` (a temporary file)."""
+    from harness import snapshot, tiers, tolerances
+    from harness.cases import CASES, TRAJECTORY_CASES
+    from harness.verify import BACKEND_BACKENDS
+    tol = tolerances.load()
+    per_case = {}
+    for name in TRAJECTORY_CASES:
+        case = CASES[name]
+        golden = tiers.load_case_golden(case)
+        _, sem = tiers.semantic(module, case, golden, tol)
+        back = {b: tiers.backend(module, case, golden, b, tol)[1] for b in BACKEND_BACKENDS}
+        per_case[name] = snapshot.hashes(sem, back)
+    return snapshot.write(path, impl_path, per_case)
+
+
+def _row_dict(result, row):
+    return {"tier": result.tier, "case": result.case, "section": row.section, "name": row.name,
+            "step": row.step, "backend": row.backend,
+            "err": row.err if row.err is None or isinstance(row.err, (int, str)) else float(row.err),
+            "tol": row.tol, "note": row.note[:200] if row.note else ""}
+
+
+def tier_verdicts(results, tier_names):
+    """Per tier: killed / survived / skip (every case skipped) / n/a (not run); exact: bits changed,
+    bit-identical or n/a. Plus the first failing row per tier, in verify's check order."""
+    verdicts, first = {}, {}
+    for t in tier_names:
+        rs = [r for r in results if r.tier == t]
+        if t == "exact":
+            if not rs or all(r.skipped for r in rs):
+                verdicts[t] = "n/a"
+            elif any(r.info.startswith("bits changed") for r in rs):
+                verdicts[t] = "bits changed"
+                r = next(r for r in rs if r.info.startswith("bits changed"))
+                first[t] = {"tier": t, "case": r.case, "section": "exact", "name": r.rows[0].name,
+                            "step": None, "backend": "", "err": None, "tol": None, "note": "bits changed"}
+            else:
+                verdicts[t] = "bit-identical"
+            continue
+        ran = [r for r in rs if not r.skipped]
+        if not rs:
+            verdicts[t] = "n/a"
+        elif not ran:
+            verdicts[t] = "skip"
+        else:
+            failed = [r for r in ran if r.failed]
+            verdicts[t] = "killed" if failed else "survived"
+            if failed:
+                first[t] = _row_dict(failed[0], failed[0].first_failure())
+    return verdicts, first
+
+
+def expect_matches(expect, row):
+    """Whether a first-divergence row is the expected one: `name` or `name@step`."""
+    if not expect or row is None:
+        return None
+    name, _, step = expect.partition("@")
+    return row["name"] == name and (not step or str(row["step"]) == step)
+
+
+def run_mutant(entry, source, tier_names, workdir, snapshot_path=None, golden_dir=None):
+    """Apply one catalog entry to a copy of `source` in workdir and run the tiers on it."""
+    from harness import verify
+    t0 = time.perf_counter()
+    out = {"name": entry["name"], "kind": entry["kind"], "area": entry.get("area", ""),
+           "description": entry["description"], "expect": entry.get("expect"),
+           "status": status_of(entry, source), "verdicts": {}, "first": {}, "first_divergence": None,
+           "expect_matched": None, "error": ""}
+    if out["status"] != "ok":
+        out["verdicts"] = {t: out["status"] for t in tier_names}
+        return out
+    digest = hashlib.sha256(entry["name"].encode()).hexdigest()[:8]
+    path = Path(workdir) / f"gpt2_{entry['name']}_{digest}.py"
+    path.write_text(apply(entry, source), encoding="utf-8")
+    try:
+        with warnings.catch_warnings():  # a mutant's NaNs and overflows are findings, not noise
+            warnings.simplefilter("ignore", RuntimeWarning)
+            module = load_impl(path)
+            results = verify.run(module, None, tuple(tier_names), golden_dir, snapshot_path)
+    except ContractError as exc:   # the mutant does not even import: every gating tier catches it
+        out["error"] = str(exc)[:300]
+        out["verdicts"] = {t: ("n/a" if t == "exact" else "killed") for t in tier_names}
+        out["seconds"] = round(time.perf_counter() - t0, 2)
+        return out
+    except Exception as exc:  # noqa: BLE001 - a crash of the harness itself on a mutant is a finding
+        out["error"] = f"harness crashed: {type(exc).__name__}: {exc}"[:300]
+        out["verdicts"] = {t: "error" for t in tier_names}
+        out["seconds"] = round(time.perf_counter() - t0, 2)
+        return out
+    out["verdicts"], out["first"] = tier_verdicts(results, tier_names)
+    for t in ("semantic", "backend", "score"):
+        if t in out["first"]:
+            out["first_divergence"] = out["first"][t]
+            break
+    if entry["kind"] == "semantic" and entry.get("expect"):
+        out["expect_matched"] = expect_matches(entry["expect"], out["first"].get("semantic"))
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def run_catalog(entries, tier_names=FAST_TIERS, impl_path=None, golden_dir=None, log=None):
+    """Run the entries; returns {"results": [...], "summary": {...}, "seconds": ...}."""
+    impl_path = Path(impl_path or DEFAULT_IMPL)
+    source = impl_path.read_text(encoding="utf-8")
+    t0 = time.perf_counter()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="nanoproof-mutate-") as work:
+        snap = None
+        if "exact" in tier_names:
+            from harness import env
+            if env.PINNED_IN_TIME:
+                snap = Path(work) / "snapshot.json"
+                take_snapshot(load_impl(impl_path), snap, impl_path)
+            else:  # bits are only comparable in the pinned environment
+                snap = Path(work) / "no-snapshot.json"
+        for i, entry in enumerate(entries):
+            r = run_mutant(entry, source, tier_names, work, snap, golden_dir)
+            results.append(r)
+            if log:
+                log(f"[{i + 1}/{len(entries)}] {r['name']}: "
+                    + ", ".join(f"{t} {v}" for t, v in r["verdicts"].items()))
+    return {"impl": str(impl_path), "tiers": list(tier_names), "results": results,
+            "summary": summarize(results, tier_names), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+# ----------------------------------------------------------------------------- report
+
+def summarize(results, tier_names):
+    sem = [r for r in results if r["kind"] == "semantic" and r["status"] == "ok"]
+    eq = [r for r in results if r["kind"] == "equivalent" and r["status"] == "ok"]
+    s = {"semantic_mutants": len(sem), "equivalent_rewrites": len(eq),
+         "stale": [r["name"] for r in results if r["status"] != "ok"],
+         "kill_rate": {}, "survivors": {}, "false_alarms": {}, "bits_changed": {},
+         "expect_mismatched": [], "expect_unknown": []}
+    for t in tier_names:
+        if t == "exact":
+            s["bits_changed"] = {"semantic": sum(r["verdicts"].get(t) == "bits changed" for r in sem),
+                                 "equivalent": sum(r["verdicts"].get(t) == "bits changed" for r in eq),
+                                 "n/a": sum(r["verdicts"].get(t) == "n/a" for r in sem + eq)}
+            continue
+        ran = [r for r in sem if r["verdicts"].get(t) in ("killed", "survived", "error")]
+        killed = [r for r in ran if r["verdicts"][t] == "killed"]
+        s["kill_rate"][t] = {"killed": len(killed), "of": len(ran),
+                             "rate": round(len(killed) / len(ran), 4) if ran else None}
+        s["survivors"][t] = [r["name"] for r in ran if r["verdicts"][t] != "killed"]
+        s["false_alarms"][t] = [r["name"] for r in eq if r["verdicts"].get(t) in ("killed", "error")]
+    for r in sem:
+        if r["expect_matched"] is False:
+            got = (r["first"].get("semantic") or {})
+            s["expect_mismatched"].append({"name": r["name"], "expect": r["expect"],
+                                           "got": f"{got.get('name')}@{got.get('step')}" if got else None})
+        elif r["expect_matched"] is None:
+            s["expect_unknown"].append(r["name"])
+    return s
+
+
+def _first_text(r):
+    f = r.get("first_divergence")
+    if not f:
+        return r["error"] or "-"
+    step = "" if f["step"] is None else f" step {f['step']}"
+    backend = f" [{f['backend']}]" if f.get("backend") else ""
+    return f"{f['tier']}{backend} {f['case']}: {f['section']}{step}: {f['name']}"
+
+
+def format_report(doc):
+    """The summary table and totals as text lines."""
+    tier_names = doc["tiers"]
+    results = doc["results"]
+    head = ["mutant", "kind"] + list(tier_names) + ["first divergence", "expect"]
+    rows = []
+    for r in results:
+        exp = {True: "ok", False: f"MISMATCH ({r['expect']})", None: "-"}[r["expect_matched"]]
+        if r["kind"] == "semantic" and r["expect_matched"] is None and r["status"] == "ok":
+            exp = "(none given)" if not r["expect"] else "-"
+        if r["status"] != "ok":
+            exp = r["status"].upper()
+        rows.append([r["name"], r["kind"][:5]] + [r["verdicts"].get(t, "-") for t in tier_names]
+                    + [_first_text(r), exp])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    widths = [min(w, 70) for w in widths]
+    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    lines = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    s = doc["summary"]
+    lines.append("")
+    lines.append(f"semantic mutants: {s['semantic_mutants']}, equivalent rewrites: {s['equivalent_rewrites']}, "
+                 f"stale/ambiguous entries: {len(s['stale'])}" + (f" ({', '.join(s['stale'])})" if s["stale"] else ""))
+    for t, k in s["kill_rate"].items():
+        rate = "n/a" if k["rate"] is None else f"{100 * k['rate']:.1f}%"
+        surv = s["survivors"][t]
+        lines.append(f"kill rate, {t} tier: {k['killed']}/{k['of']} = {rate}"
+                     + (f"; survivors: {', '.join(surv)}" if surv else ""))
+    for t, fa in s["false_alarms"].items():
+        lines.append(f"false alarms on equivalent rewrites, {t} tier: {len(fa)}/{s['equivalent_rewrites']}"
+                     + (f" ({', '.join(fa)})" if fa else ""))
+    if s["bits_changed"]:
+        b = s["bits_changed"]
+        lines.append(f"exact tier: bits changed in {b['semantic']} semantic and {b['equivalent']} equivalent "
+                     f"mutants (n/a: {b['n/a']})")
+    mm = s["expect_mismatched"]
+    lines.append(f"first tensor vs expect: {sum(r['expect_matched'] is True for r in results)} matched, "
+                 f"{len(mm)} mismatched, {len(s['expect_unknown'])} without expectation")
+    for m in mm:
+        lines.append(f"  mismatch: {m['name']}: expected {m['expect']}, got {m['got']}")
+    lines.append(f"total runtime: {doc['seconds']:.1f} s")
+    return lines
+
+
+def write_json(doc, path):
+    from harness.data import atomic_write_bytes
+    atomic_write_bytes(path, (json.dumps(doc, indent=1, default=str) + "\n").encode())

@@ -1,0 +1,61 @@
+"""Mutation testing of the harness (harness/mutate.py): the catalog is well-formed against
+impl/gpt2.py, and a fixed subset of it is caught (semantic mutants) or passed (equivalent rewrites)."""
+import pytest
+
+from harness import mutate
+from harness.contract import DEFAULT_IMPL
+
+SOURCE = DEFAULT_IMPL.read_text(encoding="utf-8")
+
+
+def test_catalog_well_formed():
+    assert mutate.catalog_problems(SOURCE) == []
+    names = [m["name"] for m in mutate.CATALOG]
+    assert len(names) == len(set(names))
+    assert sum(m["kind"] == "semantic" for m in mutate.CATALOG) >= 40
+    assert sum(m["kind"] == "equivalent" for m in mutate.CATALOG) >= 10
+    for m in mutate.CATALOG:
+        assert SOURCE.count(m["old"]) == 1, m["name"]
+        assert mutate.apply(m, SOURCE) != SOURCE
+
+
+def test_stale_entry_is_reported_not_skipped(tmp_path):
+    entry = {"name": "gone", "kind": "semantic", "old": "this text is not in impl/gpt2.py",
+             "new": "x", "description": "stale on purpose", "expect": "emb"}
+    r = mutate.run_mutant(entry, SOURCE, mutate.FAST_TIERS, tmp_path)
+    assert r["status"] == "stale" and set(r["verdicts"].values()) == {"stale"}
+    assert mutate.summarize([r], mutate.FAST_TIERS)["stale"] == ["gone"]
+    assert any("stale" in p for p in mutate.catalog_problems(SOURCE, [entry]))
+
+
+@pytest.fixture(scope="module")
+def ci_run():
+    return mutate.run_catalog(mutate.select(subset="ci"), mutate.FAST_TIERS)
+
+
+def test_ci_subset_covers_layers_optimizer_sampler():
+    entries = mutate.select(subset="ci")
+    sem = [m for m in entries if m["kind"] == "semantic"]
+    assert len(sem) >= 8 and sum(m["kind"] == "equivalent" for m in entries) >= 3
+    assert {"init", "sampler", "schedule", "forward", "backward", "optimizer"} <= {m["area"] for m in sem}
+
+
+@pytest.mark.parametrize("name", [n for n in mutate.CI_SUBSET if mutate.by_name()[n]["kind"] == "semantic"])
+def test_semantic_mutant_killed_at_expected_tensor(ci_run, name):
+    r = next(r for r in ci_run["results"] if r["name"] == name)
+    assert r["status"] == "ok"
+    assert r["verdicts"]["semantic"] == "killed", r
+    assert r["expect_matched"] is True, (r["expect"], r["first"].get("semantic"))
+
+
+@pytest.mark.parametrize("name", [n for n in mutate.CI_SUBSET if mutate.by_name()[n]["kind"] == "equivalent"])
+def test_equivalent_rewrite_passes(ci_run, name):
+    r = next(r for r in ci_run["results"] if r["name"] == name)
+    assert r["status"] == "ok"
+    assert r["verdicts"]["semantic"] == "survived", r["first"]
+    assert r["verdicts"]["backend"] == "survived", r["first"]
+
+
+def test_report_formats(ci_run):
+    text = "\n".join(mutate.format_report(ci_run))
+    assert "kill rate, semantic tier" in text and "false alarms on equivalent rewrites" in text

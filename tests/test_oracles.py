@@ -13,27 +13,16 @@ d. the same in float32, judged against float64 next to torch-float32's own error
 
 Needs the optional extra `oracle` (torch CPU, transformers, safetensors); skipped where it is absent.
 """
-import math
-import os
-
 import numpy as np
 import pytest
 
-# never reach for the hub: every model here is built from a config
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-safetensors_numpy = pytest.importorskip("safetensors.numpy")
-safetensors_torch = pytest.importorskip("safetensors.torch")
+pytest.importorskip("transformers")
+pytest.importorskip("safetensors")
 
-import torch.nn.functional as F  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
-
+from harness.oracle import (hf_loss, hf_params, nanogpt_lr, torch_adamw,  # noqa: E402
+                            torch_train_step, transformers_gpt2)
 from strategies import random_params  # noqa: E402
-
-transformers.logging.set_verbosity_error()
 
 # Small configs, one with several layers and T < block_size, one with GPT-2's vocabulary, one with
 # three heads. (B, T) is the batch the forward/backward tests use.
@@ -68,51 +57,6 @@ def gpt(request):
 def normwise(a, b):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(np.abs(a - b).max() / np.abs(b).max())
-
-
-# ----------------------------------------------------------------------------- transformers' GPT-2
-
-HF_NAMES = {"wte": "transformer.wte.weight", "wpe": "transformer.wpe.weight"}
-
-
-def hf_name(name):
-    """Our parameter name -> transformers' state-dict name (the same, with `transformer.`)."""
-    return HF_NAMES.get(name, "transformer." + name)
-
-
-def transformers_gpt2(config, params, dtype):
-    """GPT2LMHeadModel built from a config (no download), in `dtype`, eval mode, eager attention,
-    holding our parameters: written with safetensors in GPT-2's names and loaded strictly."""
-    hf_config = GPT2Config(
-        vocab_size=config["vocab_size"], n_positions=config["block_size"], n_embd=config["n_embd"],
-        n_layer=config["n_layer"], n_head=config["n_head"], activation_function="gelu_new",
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
-        tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, attn_implementation="eager")
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(hf_config).to(dtype).eval()
-    assert model.config._attn_implementation == "eager"
-    blob = safetensors_numpy.save({hf_name(k): np.ascontiguousarray(v) for k, v in params.items()})
-    state = {k: v.to(dtype) for k, v in safetensors_torch.load(blob).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected, f"names transformers does not know: {unexpected}"
-    assert set(missing) <= {"lm_head.weight"}, f"parameters we do not provide: {missing}"
-    # lm_head is tied to wte: one tensor, so loading wte loaded lm_head too
-    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
-    return model
-
-
-def hf_loss(model, idx, targets):
-    """transformers' logits, and the mean cross-entropy against our targets (no label shift)."""
-    logits = model(input_ids=torch.from_numpy(idx)).logits                   # (B, T, V)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(targets).reshape(-1))
-    return logits, loss
-
-
-def hf_params(model, attr="data"):
-    """{our name: array} of the model's parameters (or their .grad)."""
-    ours = {v: k for k, v in HF_NAMES.items()}
-    return {ours.get(n, n.removeprefix("transformer.")): getattr(p, attr).detach().numpy().copy()
-            for n, p in model.named_parameters()}
 
 
 def problem(name, dtype="float64"):
@@ -165,16 +109,6 @@ def test_gradients_equal_torch_autograd_float64(gpt, oracle_step0):
 
 # ----------------------------------------------------------------------------- c: 10 AdamW steps
 
-def nanogpt_lr(step, hp):
-    """nanoGPT's get_lr, written out here independently of both modules' lr_at."""
-    if step < hp["warmup_iters"]:
-        return hp["learning_rate"] * (step + 1) / (hp["warmup_iters"] + 1)
-    if step > hp["lr_decay_iters"]:
-        return hp["min_lr"]
-    ratio = (step - hp["warmup_iters"]) / (hp["lr_decay_iters"] - hp["warmup_iters"])
-    return hp["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (hp["learning_rate"] - hp["min_lr"])
-
-
 def batches(config, B, seed=SEED):
     """N_STEPS training batches drawn from a random token stream by the reference's get_batch."""
     rng = np.random.Generator(np.random.PCG64([seed, 2]))
@@ -183,27 +117,11 @@ def batches(config, B, seed=SEED):
 
 
 def torch_trajectory(config, params, steps, hp, dtype):
-    """torch.optim.AdamW on transformers' GPT-2, nanoGPT's way: weight decay on ndim >= 2 tensors
-    only (two groups), clip_grad_norm_ before each step, lr set per step into both groups.
+    """torch.optim.AdamW on transformers' GPT-2, nanoGPT's way (harness.oracle.torch_train_step).
     Returns (loss, pre-clip norm, lr, params after the step) per step."""
     model = transformers_gpt2(config, params, dtype)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=hp["learning_rate"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"])
-    out = []
-    for step, (x, y) in enumerate(steps):
-        lr = nanogpt_lr(step, hp)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        _, loss = hf_loss(model, x, y)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
-        opt.step()
-        out.append((loss.item(), norm.item(), lr, hf_params(model)))
-    return out
+    opt = torch_adamw(model, hp)
+    return [(*torch_train_step(model, opt, x, y, step, hp), hf_params(model)) for step, (x, y) in enumerate(steps)]
 
 
 # The key third of each c_attn.bias has a gradient that is 0 in exact arithmetic (softmax ignores a

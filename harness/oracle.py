@@ -105,3 +105,12 @@ def torch_train_step(model, opt, x, y, step, hp):
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
     opt.step()
     return loss.item(), norm.item(), lr
+
+
+def save_random_checkpoint(folder, config, seed=0, prefix=True):
+    """Write a random GPT-2 the way transformers does (`save_pretrained`, safetensors): config.json and
+    model.safetensors in `folder`. prefix=True saves GPT2LMHeadModel (keys `transformer.h.0...`),
+    prefix=False its GPT2Model (keys `h.0...`, like OpenAI's GPT-2 on the hub). Returns the model."""
+    model = random_gpt2(config, seed)
+    (model if prefix else model.transformer).save_pretrained(folder, safe_serialization=True)
+    return model

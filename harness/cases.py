@@ -5,7 +5,10 @@ Two kinds:
 - trajectory cases (`tiny`, `gpt2-vocab`): a fixed token stream, a seeded init, K steps of training
   on batches drawn by the reference sampler; checked in the semantic, backend and exact tiers.
 - the score case (`shakespeare-char`): val loss of a float32 run of the baby GPT on char-level tiny
-  Shakespeare, recorded for an ensemble of seeds so the noise band is known; checked in the score tier.
+  Shakespeare, recorded for an ensemble of seeds so the noise band is known; checked in the score tier;
+- the generate case (`generate`): the token ids and the logits of each step of `generate` on a fixed
+  random checkpoint and batch of prompts, greedy and sampled; checked in the semantic and backend
+  tiers, each with and without the KV cache.
 
 A golden file records its case (asdict) and verification refuses a file whose case differs from the
 one defined here (regenerate it: scripts/regen_golden.py --case NAME --force).
@@ -69,6 +72,24 @@ class ScoreCase:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class GenerateCase:
+    name: str
+    description: str
+    config: dict
+    init_seed: int          # params: init(config, init_seed, numpy, float64), matrices x weight_scale,
+    weight_scale: float     # every vector (LayerNorm gains, biases) + N(0, vector_std) drawn in
+    vector_seed: int        # state-dict order from Generator(PCG64(vector_seed))
+    vector_std: float
+    prompts: tuple          # token-id tuples of different lengths (the batch is left-padded)
+    n_tokens: int           # asked for; generation stops earlier at block_size
+    runs: dict              # name -> generate's keyword arguments (seed: rng = Generator(PCG64(seed)))
+    kind: str = "generate"
+
+    def as_dict(self):
+        return asdict(self)
+
+
 TINY = TrajectoryCase(
     name="tiny",
     description="synthetic tokens (a noisy counting sequence), 2 layers, width 16, K = 24 steps",
@@ -123,9 +144,39 @@ SHAKESPEARE_CHAR = ScoreCase(
     data={"kind": "tinyshakespeare-char", "path": "../shared/data/tinyshakespeare.txt"},
 )
 
-CASES = {c.name: c for c in (TINY, GPT2_VOCAB, SHAKESPEARE_CHAR)}
+GENERATE = GenerateCase(
+    name="generate",
+    description="text generation: three prompts of different lengths (left-padded), 2 layers, width "
+                "16, greedy (generate's defaults) and sampled (temperature, top-k, top-p together and "
+                "alone, a stop token), until block_size; each with and without the KV cache",
+    config={"vocab_size": 40, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16},
+    init_seed=3,
+    # 10x GPT-2's init std (as tests/test_oracles.py): attention and the next-token distribution far
+    # from uniform, so a sampling slip moves tokens; the greedy top-1/top-2 logit gap is >= 0.0258
+    # (0.9% of the largest logit, 2.85), ~2e4 times float32's logit error (<= 1.4e-6): float32 picks the
+    # same ids
+    weight_scale=10.0,
+    # LayerNorm gains 1 + N(0, 0.1) and biases N(0, 0.1), not init's 1 and 0: a bias added with the
+    # wrong sign, or LayerNorm's xhat taken for its output, changes the logits (mutmut found both
+    # invisible with unit gains and zero biases)
+    vector_seed=5,
+    vector_std=0.1,
+    prompts=((3, 14, 15, 9, 26), (5, 35), (8, 9, 7, 9)),
+    n_tokens=20,              # 16 - 5 = 11 steps: the batch stops at block_size
+    # greedy by generate's defaults (no keyword); temperatures other than 1; top-k and top-p each
+    # alone and together; stop token 4 ends row 1 after 3 tokens and row 0 after 5 while row 2 runs
+    # to block_size (finished rows keep feeding their stop token: their later logits are checked too)
+    runs={"greedy": {},
+          "sampled": {"temperature": 0.8, "top_k": 12, "top_p": 0.8, "seed": 9},
+          "top_k": {"temperature": 1.3, "top_k": 5, "seed": 8},
+          "top_p": {"temperature": 0.7, "top_p": 0.6, "seed": 9},
+          "stop": {"temperature": 1.0, "stop_token": 4, "seed": 12}},
+)
+
+CASES = {c.name: c for c in (TINY, GPT2_VOCAB, SHAKESPEARE_CHAR, GENERATE)}
 TRAJECTORY_CASES = tuple(n for n, c in CASES.items() if c.kind == "trajectory")
 SCORE_CASES = tuple(n for n, c in CASES.items() if c.kind == "score")
+GENERATE_CASES = tuple(n for n, c in CASES.items() if c.kind == "generate")
 
 
 def golden_path(name, golden_dir=None):

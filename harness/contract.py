@@ -14,6 +14,16 @@ A file is verifiable when it defines, at module level:
     lr_at(step, hparams) -> float
     get_batch(data, batch_size, block_size, rng) -> (x, y)
         host int64 arrays (B, T) for i = rng.integers(0, len(data) - block_size, size=batch_size).
+    generate(params, prompts, n_tokens, config, temperature=0.0, top_k=None, top_p=None, rng=None,
+             kv_cache=True, stop_token=None) -> (tokens, logits)
+        continue each prompt (a list of token-id lists, lengths may differ) by up to n_tokens, fewer
+        when the longest row reaches block_size (a longer prompt is a ValueError) or every row has
+        produced stop_token (a finished row takes no more tokens); tokens: one list of new ids per
+        prompt, ending at its stop_token if any; logits: host array (B, steps, V) of each step's
+        logits. temperature 0 is greedy (argmax); else logits / temperature, top-k, top-p (the
+        smallest set of most probable tokens whose probability reaches top_p), then the inverse CDF
+        at u[b] * (kept probability) for one rng.random(B) per step. kv_cache=False recomputes the
+        whole prefix every step: the same tokens, the same logits to rounding (reference/sampling.py).
 
 config is a plain dict with CONFIG_KEYS; hparams a plain dict with HPARAM_KEYS.
 """
@@ -24,7 +34,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMPL = REPO_ROOT / "impl" / "gpt2.py"
 
-CONTRACT = ("init", "forward", "backward", "adamw_step", "lr_at", "get_batch")
+CONTRACT = ("init", "forward", "backward", "adamw_step", "lr_at", "get_batch", "generate")
 CONFIG_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
 HPARAM_KEYS = ("learning_rate", "min_lr", "warmup_iters", "lr_decay_iters", "weight_decay",
                "beta1", "beta2", "eps", "grad_clip")

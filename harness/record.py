@@ -1,6 +1,7 @@
 """Drive any contract module (reference/, impl/gpt2.py, a user's file) on a golden case and collect
 what the golden files hold: sampler output, lr schedule, initial params, activations and loss at
-step 0, gradients, and a K-step trajectory (loss, lr, grad norm per step; params at checkpoints).
+step 0, gradients, and a K-step trajectory (loss, lr, grad norm per step; params at checkpoints);
+for the generate case, the tokens and step logits of `generate`.
 
 Every stage takes its inputs from the golden file (params0, the recorded batches), not from the
 module's earlier stages, so a slip is attributed to the stage that has it: a sampler bug fails the
@@ -30,9 +31,9 @@ def to_host(a):
     return np.array(a, copy=True)
 
 
-def _call(stage, step, fn, *args):
+def _call(stage, step, fn, *args, **kwargs):
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except Exception as exc:
         raise StageError(stage, step, f"raised {type(exc).__name__}: {exc}") from exc
 
@@ -189,4 +190,33 @@ def score_run(module, case, train, val, seed, steps, xp, dtype="float32", eval_s
         grads = _call("backward", s, module.backward, params, cache, cfg)
         _call("adamw_step", s, module.adamw_step, params, grads, state, s,
               module.lr_at(s, hp), hp)
+    return out
+
+
+
+# ----------------------------------------------------------------------------- generation
+
+def run_generate(module, case, params0, xp, dtype, kv_cache):
+    """The module's generate on a generate case, from the given params, once per run of the case:
+    {run: {"tokens": int64 (B, steps), "logits": host (B, steps, V)}}, a row that ended at its stop
+    token padded with -1. A run's `seed` becomes its rng = Generator(PCG64(seed)); its other entries
+    are generate's keyword arguments."""
+    params = device_params(params0, xp, dtype)
+    prompts = [list(p) for p in case.prompts]
+    out = {}
+    for run, kwargs in case.runs.items():
+        kwargs = dict(kwargs)
+        seed = kwargs.pop("seed", None)
+        rng = None if seed is None else np.random.Generator(np.random.PCG64(seed))
+        stage = f"generate {run} ({'kv cache' if kv_cache else 'no cache'})"
+        result = _call(stage, None, module.generate, params, prompts, case.n_tokens, case.config,
+                       rng=rng, kv_cache=kv_cache, **kwargs)
+        try:
+            tokens, logits = result
+            width = max(map(len, tokens), default=0)
+            out[run] = {"tokens": np.array([list(t) + [-1] * (width - len(t)) for t in tokens], dtype=np.int64),
+                        "logits": to_host(logits)}
+        except Exception as exc:
+            raise StageError(stage, None, f"did not return (tokens, logits) with one token list per "
+                                          f"prompt: {exc}") from exc
     return out

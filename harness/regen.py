@@ -2,7 +2,9 @@
 
 Backends: "numpy-float64" (the oracle), "numpy-float32", and "cupy-float32" / "cupy-float64" when
 cupy and a GPU are usable. Trajectory cases record the full K steps in float64 and the first
-backend_steps in float32; the score case records the seed ensemble's val losses in float32.
+backend_steps in float32; the score case records the seed ensemble's val losses in float32; the
+generate case records reference/sampling.py's tokens and step logits (float64: the no-cache path;
+other backends: both paths, and their errors against it).
 """
 import json
 import time
@@ -13,8 +15,9 @@ from harness import env
 from harness.cases import golden_path, make_tokens, shakespeare_splits
 from harness.contract import load_reference
 from harness.golden import provenance, read_golden, write_golden, GoldenError
-from harness.compare import record_errors
-from harness.record import record_trajectory_case, run_init, run_lr, run_sampler, score_run
+from harness.compare import normwise, record_errors
+from harness.record import (record_trajectory_case, run_generate, run_init, run_lr, run_sampler,
+                            score_run)
 
 ORACLE = "numpy-float64"
 ALL_BACKENDS = ("numpy-float64", "numpy-float32", "cupy-float32", "cupy-float64")
@@ -69,7 +72,7 @@ def trajectory_datasets(case, backends, log=print):
         steps = case.steps if dtype == "float64" else case.backend_steps
         t0 = time.perf_counter()
         rec = record_trajectory_case(ref, case, tokens, params0, xs, ys, xp, dtype, steps)
-        s0, tr = rec["step0"], rec["trajectory"]
+        tr = rec["trajectory"]
         g = backend
         rec_data = flatten_record(rec)
         if backend == ORACLE:
@@ -120,10 +123,69 @@ def score_datasets(case, backends, log=print):
     return data, groups
 
 
+GENERATE_PATHS = {"kv_cache": True, "no_cache": False}
+
+
+def generate_params(case):
+    """The generate case's checkpoint: reference init in float64, every matrix x weight_scale, every
+    vector (LayerNorm gains, biases) + N(0, vector_std) drawn in state-dict order."""
+    params = run_init(load_reference(), case.config, case.init_seed, np, "float64")
+    rng = np.random.Generator(np.random.PCG64(case.vector_seed))
+    return {k: v * case.weight_scale if v.ndim == 2 else v + rng.normal(0.0, case.vector_std, v.shape)
+            for k, v in params.items()}
+
+
+def generate_datasets(case, backends, log=print):
+    ref = load_reference()
+    params0 = generate_params(case)
+    L = max(len(p) for p in case.prompts)
+    data = {"inputs/prompts": np.array([[-1] * (L - len(p)) + list(p) for p in case.prompts], dtype=np.int64)}
+    data.update({f"params0/{k}": v for k, v in params0.items()})
+    groups, oracle = {}, None
+    for backend in [ORACLE] + [b for b in backends if b != ORACLE]:
+        xp, dtype = backend_module(backend)
+        if xp is None:
+            log(f"  {backend}: skipped ({dtype})")
+            continue
+        t0 = time.perf_counter()
+        rec = {path: run_generate(ref, case, params0, xp, dtype, kv) for path, kv in GENERATE_PATHS.items()}
+        ga = {"backend": backend.split("-")[0], "dtype": dtype,
+              "environment": json.dumps(env.describe(backend.split("-")[0]))}
+        if backend == ORACLE:   # the plain definition: every step recomputes the prefix
+            oracle = rec["no_cache"]
+            data.update({f"{backend}/{run}/{q}": v for run, r in oracle.items() for q, v in r.items()})
+            top2 = np.sort(oracle["greedy"]["logits"], -1)[..., -2:]
+            ga["greedy_margin"] = float((top2[..., 1] - top2[..., 0]).min())
+        else:
+            errs = {}
+            for path, runs in rec.items():
+                for run, r in runs.items():
+                    if not np.array_equal(r["tokens"], oracle[run]["tokens"]):
+                        raise GoldenError(f"case {case.name}: reference/ in {backend} ({path}) picks other "
+                                          f"{run} tokens than in float64: the case is too close to a tie "
+                                          f"for the backend tier; change its seeds or weight_scale")
+                    data.update({f"{backend}/{run}/{path}/{q}": v for q, v in r.items()})
+                    errs.update({f"{run}/logits/{path}@{s}": normwise(r["logits"][:, s], oracle[run]["logits"][:, s])[1]
+                                 for s in range(r["logits"].shape[1])})
+            data[f"{backend}/errors/names"] = np.array([k.encode() for k in errs], dtype="S")
+            data[f"{backend}/errors/values"] = np.array(list(errs.values()), dtype=np.float64)
+            ga["max_logits_error"] = max(errs.values())
+        groups[backend] = ga
+        log(f"  {backend}: {len(case.runs)} runs x {len(GENERATE_PATHS)} paths in "
+            f"{time.perf_counter() - t0:.1f} s; " + ", ".join(
+                f"{run} {r['tokens'].shape[1]} steps, tokens[0] {r['tokens'][0].tolist()}"
+                for run, r in rec["kv_cache"].items())
+            + (f"; greedy top-1/top-2 logit gap >= {ga['greedy_margin']:.3g}" if "greedy_margin" in ga
+               else f"; logits error vs float64 <= {ga['max_logits_error']:.2e}"))
+    return data, groups
+
+
 def build(case, backends, log=print):
     """(attrs, datasets, group_attrs) of a case's golden file."""
     if case.kind == "score":
         data, groups = score_datasets(case, backends, log)
+    elif case.kind == "generate":
+        data, groups = generate_datasets(case, backends, log)
     else:
         data, groups = trajectory_datasets(case, backends, log)
     attrs = {"case": case.as_dict(), **provenance()}

@@ -1,7 +1,7 @@
 """Printing tier results: per case and tier, a table in check order (setup, forward, loss, backward,
-trajectory) with tensor, step, shape, max abs error, error (normwise relative, ULPs or count),
-tolerance and verdict; failing rows are followed by their note (where, how many, got/expected).
-Passing runs of setup and trajectory rows are folded into one line each unless full=True."""
+trajectory; the generate case step by step) with tensor, step, shape, max abs error, error (normwise
+relative, ULPs or count), tolerance and verdict; failing rows are followed by their note (where, how many, got/expected).
+Passing runs of setup, trajectory and generate rows are folded into one line each unless full=True."""
 import math
 
 
@@ -36,6 +36,8 @@ def _fold_key(r):
         return ("setup", r.name.split(" ")[0])
     if r.section == "trajectory":
         return ("trajectory", r.step, "params" if "(after" in r.name else "scalars")
+    if r.section == "generate":
+        return ("generate", r.step, "steps")
     return None
 
 
@@ -62,6 +64,8 @@ def table(result, full=False):
                     label = f"{key[1]} ({len(group)} tensors)"
                 elif key[2] == "params":
                     label = f"params after {key[1]} updates ({len(group)} tensors)"
+                elif key[0] == "generate":
+                    label = f"logits and tokens ({len(group)} checks)"
                 else:
                     label = names
                 verdict = "ok" if all(g.verdict in ("ok", "skip") for g in group) else "?"

@@ -5,7 +5,9 @@
   every activation and the loss at step 0, every gradient, then the K-step trajectory step by step;
 - backend: float32 (numpy, and cupy when present) against the float64 golden at step 0 and the first
   steps, each error bounded by k * (the reference's own numpy-float32 error) + floor;
-- score: val loss of a short float32 run of the score case against its seed-ensemble band.
+- score: val loss of a short float32 run of the score case against its seed-ensemble band;
+- the generate case (semantic and backend): generate's step logits and tokens, with and without the
+  KV cache, against the float64 golden step by step (`generate` below).
 
 Row order is the order in which a divergence is "first": setup, forward (step 0), loss, backward
 (gradients in reverse of forward), then the trajectory step by step (params entering step s, lr,
@@ -17,8 +19,8 @@ import time
 import numpy as np
 
 from harness import record, tolerances
-from harness.cases import golden_path, make_tokens
-from harness.compare import Row, TierResult, check_exact, check_rel, check_ulp, fail_row, normwise
+from harness.cases import golden_path
+from harness.compare import Row, TierResult, check_exact, check_rel, check_ulp, fail_row
 from harness.contract import required_activation_names
 from harness.golden import read_golden
 from harness.regen import ORACLE, backend_module, flatten_record
@@ -299,5 +301,72 @@ def backend(module, case, golden, backend_name, tol):
             continue
         keep.append(r)
     res.rows = keep
+    res.seconds = time.perf_counter() - t0
+    return res, results
+
+
+# ----------------------------------------------------------------------------- the generate case
+
+GENERATE_PATHS = {"kv cache": True, "no cache": False}
+
+
+def generate(module, case, golden, backend_name, tol):
+    """The semantic (numpy-float64) or backend tier of a generate case: the module's generate from the
+    golden params, with and without its KV cache, against the float64 golden run by run. Rows go step
+    by step (at each step, per run and path: the logits, then the picked tokens), so the first failing
+    row is the first step where the module's generation left the golden one."""
+    t0 = time.perf_counter()
+    tier = "semantic" if backend_name == ORACLE else "backend"
+    res = TierResult(tier, case.name)
+    xp, dtype = backend_module(backend_name)
+    if xp is None:
+        res.skipped = f"{backend_name}: {dtype}"
+        return res, {}
+    ref32 = recorded_errors(golden, "numpy-float32")
+    if ref32 is None and dtype == "float32":
+        res.skipped = f"{golden.path} has no numpy-float32 recording (regenerate it)"
+        return res, {}
+    k, floor = tol["backend.k"]["value"], tol["backend.floor"]["value"]
+    label = "" if tier == "semantic" else backend_name
+    results, rows, crashed = {}, [], []
+    for path, kv_cache in GENERATE_PATHS.items():
+        try:
+            got = record.run_generate(module, case, golden.sub("params0"), xp, dtype, kv_cache)
+        except record.StageError as exc:   # reported after the other path's steps
+            crashed.append(fail_row(tier, "generate", f"generate ({path})", str(exc), backend=label))
+            continue
+        results.update({f"{run}/{q}/{path}": v for run, r in got.items() for q, v in r.items()})
+
+    def logits_tol(run, path, s):
+        if dtype == "float64":
+            return tol["semantic.generate.logits" if tier == "semantic" else "backend.float64"]["value"]
+        e = ref32.get(f"{run}/logits/{path.replace(' ', '_')}@{s}")
+        return floor if e is None or not math.isfinite(e) else k * e + floor
+
+    steps = golden.data[f"{ORACLE}/{next(iter(case.runs))}/tokens"].shape[1]
+    short = set()
+    for s in range(steps):
+        for run in case.runs:
+            for path in GENERATE_PATHS:
+                if f"{run}/tokens/{path}" not in results or (run, path) in short:
+                    continue
+                logits, tokens = results[f"{run}/logits/{path}"], results[f"{run}/tokens/{path}"]
+                if tokens.ndim != 2 or tokens.shape[1] <= s or logits.ndim != 3 or logits.shape[1] <= s:
+                    short.add((run, path))
+                    rows.append(fail_row(tier, "generate", f"{run} ({path})", f"generation ended after "
+                                         f"{tokens.shape[-1]} of {steps} steps", step=s, backend=label))
+                    continue
+                ref = golden.data[f"{ORACLE}/{run}/logits"][:, s]
+                rows.append(check_rel(tier, "generate", f"{run} logits ({path})", logits[:, s], ref,
+                                      logits_tol(run, path, s), step=s, backend=label))
+                rows.append(check_exact(tier, "generate", f"{run} tokens ({path})", tokens[:, s],
+                                        golden.data[f"{ORACLE}/{run}/tokens"][:, s], step=s))  # exact
+    for path in GENERATE_PATHS:
+        for run in case.runs:
+            n = results[f"{run}/tokens/{path}"].shape[-1] if f"{run}/tokens/{path}" in results else 0
+            if n > steps:
+                rows.append(fail_row(tier, "generate", f"{run} ({path})", f"{n} steps, expected {steps} "
+                                     f"(the batch stops at block_size)", step=steps, backend=label))
+    res.rows = rows + crashed
     res.seconds = time.perf_counter() - t0
     return res, results

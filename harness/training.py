@@ -29,7 +29,7 @@ Files in ``out_dir`` (each written atomically: temp file in the same folder, the
   JSON: ``format``, ``config``, ``hparams``, ``data`` (the data folder's meta.json), ``step``, ``dtype``,
   ``seed``, ``batch_size``, ``eval_interval``, ``eval_iters``, ``max_iters``, ``rng_state`` (the
   training generator's ``bit_generator.state``), ``history`` (every log record so far), ``module``,
-  ``backend``.
+  ``backend``, ``init_from`` (the absolute path of the weights a fine-tuning run started from, or null).
 - ``loss.png`` with ``plot=True``: training batch loss and evaluated train/val loss against step.
 
 ``resume=True`` continues from ``ckpt.npz`` so that params, optimizer state, losses and log records
@@ -57,6 +57,7 @@ import numpy as np
 
 from harness.contract import CONFIG_KEYS, HPARAM_KEYS
 from harness.data import atomic_write_bytes, load_meta, load_split
+from harness.evaluate import WeightsError, check_vocabulary, load_weights
 
 CKPT_FORMAT = "nanoproof-ckpt-1"
 CKPT_NAME = "ckpt.npz"
@@ -145,6 +146,29 @@ def check_config(config: dict, meta: dict) -> dict:
         raise TrainingError(f"vocab_size {cfg['vocab_size']} is smaller than the data's "
                             f"vocabulary of {meta['vocab_size']}")
     return cfg
+
+
+def finetune_start(init_from, config: dict, meta: dict, data_dir, module, dtype: str, xp) -> tuple[dict, dict]:
+    """(params, config) to start a run from weights (nanoGPT's init_from='gpt2'): a Hugging Face GPT-2
+    folder or an .npz of ours. The model's shape comes from the weights: a size given in ``config``
+    must equal theirs, except block_size, which may crop the context (wpe's first rows, as nanoGPT's
+    crop_block_size). The data must use the weights' vocabulary."""
+    try:
+        params, weights_config, weights_data = load_weights(init_from, module, dtype, xp)
+        check_vocabulary(weights_config, weights_data, meta, f"init_from {init_from}", data_dir)
+    except WeightsError as e:
+        raise TrainingError(str(e)) from None
+    conflicts = [f"{k} {config[k]} (the weights have {weights_config[k]})" for k in CONFIG_KEYS
+                 if k != "block_size" and config.get(k, weights_config[k]) != weights_config[k]]
+    if conflicts:
+        raise TrainingError(f"init_from {init_from} fixes the model's shape; drop {', '.join(conflicts)}")
+    block_size = config.get("block_size", weights_config["block_size"])
+    if block_size > weights_config["block_size"]:
+        raise TrainingError(f"block_size {block_size} exceeds the {weights_config['block_size']} positions "
+                            f"of init_from {init_from} (it can only be cropped)")
+    if block_size < weights_config["block_size"]:
+        params["wpe"] = params["wpe"][:block_size].copy()
+    return params, {**weights_config, "block_size": block_size}
 
 
 def check_hparams(hparams: dict) -> dict:
@@ -303,10 +327,13 @@ def plot_history(history: list[dict], path) -> None:
 def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batch_size: int,
           eval_interval: int, eval_iters: int, seed: int = 1337, xp=np, dtype: str = "float32",
           out_dir=None, resume: bool = False, progress: bool = True, plot: bool = False,
-          log_interval: int = 0, echo: Callable[[str], None] | None = None) -> TrainResult:
+          log_interval: int = 0, echo: Callable[[str], None] | None = None, init_from=None) -> TrainResult:
     """Train ``module`` (anything with the contract's functions) on a prepared data folder.
 
     ``config``: CONFIG_KEYS (vocab_size may be left out: the data's); ``hparams``: HPARAM_KEYS.
+    ``init_from``: start from these weights instead of ``module.init`` (a Hugging Face GPT-2 folder or
+    an .npz of ours; see finetune_start: ``config`` then needs no sizes) with a fresh optimizer state
+    at step 0; the path is recorded in the checkpoint, and resuming needs the same one.
     ``out_dir``: where log.jsonl, ckpt.npz (and loss.png with ``plot``) go; None writes nothing.
     ``progress``: a tqdm bar on stderr (only when stderr is a TTY). ``echo``: called with one line per
     evaluation, checkpoint and (every ``log_interval`` steps, when no bar is shown) iteration.
@@ -316,6 +343,11 @@ def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batc
 
     meta = load_meta(data_dir)
     splits = {s: load_split(data_dir, s) for s in ("train", "val")}
+    if dtype not in DTYPES:
+        raise TrainingError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    init_params = None
+    if init_from is not None:
+        init_params, config = finetune_start(init_from, config, meta, data_dir, module, dtype, xp)
     config = check_config(config, meta)
     hparams = check_hparams(hparams)
     max_iters = _positive_int("max_iters", max_iters, 0)
@@ -327,8 +359,6 @@ def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batc
     if hparams["warmup_iters"] == hparams["lr_decay_iters"] < max_iters:
         raise TrainingError(f"lr_decay_iters ({hparams['lr_decay_iters']}) must differ from warmup_iters: "
                             f"the cosine decay between them would have zero length")
-    if dtype not in DTYPES:
-        raise TrainingError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     for name, data in splits.items():
         if len(data) < config["block_size"] + 1:
             raise TrainingError(f"block_size {config['block_size']} is too large for the {name} split "
@@ -339,7 +369,8 @@ def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batc
     say = echo or (lambda msg: None)
 
     run = {"config": config, "dtype": dtype, "seed": seed, "batch_size": batch_size,
-           "hparams": hparams, "eval_interval": eval_interval, "eval_iters": eval_iters}
+           "hparams": hparams, "eval_interval": eval_interval, "eval_iters": eval_iters,
+           "init_from": None if init_from is None else str(Path(init_from).resolve())}
     out_dir = Path(out_dir) if out_dir is not None else None
     ckpt_path = out_dir / CKPT_NAME if out_dir is not None else None
     rng = np.random.Generator(np.random.PCG64([seed, TRAIN_STREAM]))
@@ -356,7 +387,8 @@ def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batc
             history.pop()  # the final evaluation of a shorter run: an uninterrupted run has none here
         say(f"resuming from {ckpt_path} at step {start}")
     else:
-        params, state, start, history = module.init(config, seed, xp, dtype), {}, 0, []
+        params = init_params if init_params is not None else module.init(config, seed, xp, dtype)
+        state, start, history = {}, 0, []
 
     log = None
     if out_dir is not None:

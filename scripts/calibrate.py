@@ -98,7 +98,6 @@ def backend_measure(module, tol):
     for name in TRAJECTORY_CASES:
         case = CASES[name]
         golden = tiers.load_case_golden(case)
-        ref32 = tiers.recorded_errors(golden, "numpy-float32")
         res, results = tiers.backend(module, case, golden, "numpy-float32", tol)
         for r in res.rows:
             if r.err is None or r.tol is None:

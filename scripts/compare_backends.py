@@ -18,7 +18,7 @@ env.pin()
 
 import argparse  # noqa: E402
 
-from harness import tiers, tolerances  # noqa: E402
+from harness import tiers  # noqa: E402
 from harness.cases import CASES, TRAJECTORY_CASES  # noqa: E402
 from harness.compare import record_errors  # noqa: E402
 from harness.contract import DEFAULT_IMPL, load_impl  # noqa: E402
@@ -37,7 +37,7 @@ def main(argv=None):
     ap.add_argument("--impl", default=str(DEFAULT_IMPL))
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     args = ap.parse_args(argv)
-    case, tol = CASES[args.case], tolerances.load()
+    case = CASES[args.case]
     golden = tiers.load_case_golden(case)
     impl = load_impl(args.impl)
     np_name, cp_name = f"numpy-{args.dtype}", f"cupy-{args.dtype}"

@@ -23,8 +23,8 @@ env.pin()
 
 import argparse  # noqa: E402
 
-from harness import report, score, tolerances  # noqa: E402
-from harness.cases import CASES, SCORE_CASES, CaseDataError  # noqa: E402
+from harness import score, tolerances  # noqa: E402
+from harness.cases import CASES, SCORE_CASES  # noqa: E402
 from harness.contract import DEFAULT_IMPL, ContractError, load_impl  # noqa: E402
 from harness.golden import GoldenError  # noqa: E402
 

@@ -2,7 +2,7 @@
 """Regenerate golden files from reference/ only (never from impl/).
 
     python scripts/regen_golden.py --case tiny --force
-    python scripts/regen_golden.py --case all --force          # tiny, gpt2-vocab, shakespeare-char
+    python scripts/regen_golden.py --case all --force          # tiny, gpt2-vocab, shakespeare-char, generate
 
 An existing file is never overwritten without --force; with --force the command prints what changed
 against the previous file, tensor by tensor (identical / changed with max|Δ| and relative error /
@@ -12,7 +12,8 @@ Backends recorded: numpy-float64 (the oracle) and numpy-float32 always; cupy-flo
 cupy-float64 when cupy and a CUDA GPU are usable. On a machine without a GPU the previous file's
 cupy recordings are kept when neither the case nor the generating source changed.
 
-The trajectory cases (tiny, gpt2-vocab) take seconds. shakespeare-char trains the baby GPT in
+The trajectory cases (tiny, gpt2-vocab) and the generate case (reference/sampling.py's greedy and sampled
+runs; refuses to write a case where float32 would pick other tokens than float64) take seconds. shakespeare-char trains the baby GPT in
 float32 for every seed of its ensemble (8 seeds x 300 steps) and takes several minutes on 2 cores:
 it is a slow, explicit operation, never part of verify.
 """

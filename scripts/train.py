@@ -14,10 +14,9 @@ from pathlib import Path
 # this checkout's harness, even where another checkout is installed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
+from harness import env  # noqa: E402
 from harness.contract import ContractError, load_impl, load_reference  # noqa: E402
-from harness.cli import nonnegative_int, positive_int  # noqa: E402
+from harness.cli import DeviceError, array_module, nonnegative_int, positive_int  # noqa: E402
 from harness.data import REPO_ROOT, DataError, find_tinyshakespeare, load_meta, prepare  # noqa: E402
 from harness.training import (  # noqa: E402
     CKPT_NAME, LOG_NAME, PLOT_NAME, TrainingError, make_config, train,
@@ -47,6 +46,12 @@ Written to --out_dir (each file atomically):
 
 --resume continues from {CKPT_NAME} bit-identically to an uninterrupted run (same machine and backend);
 only --max_iters may differ from the run that wrote it.
+
+--init_from fine-tunes, as nanoGPT's init_from='gpt2': training starts from the weights of a Hugging
+Face GPT-2 folder (config.json + model.safetensors) or of a checkpoint of ours (.npz) instead of a
+random init, with a fresh AdamW state at step 0. The model's sizes come from the weights (an explicit
+--n_layer/--n_head/--n_embd must agree); --block_size may crop the context (default: the model's);
+the data must have the weights' vocabulary (GPT-2 BPE, prepare_data.py --mode gpt2, for GPT-2's).
 """
 
 EPILOG = """\
@@ -57,6 +62,8 @@ examples:
   python scripts/train.py --max_iters 500 --plot
   python scripts/train.py --max_iters 4000 --lr_decay_iters 4000 --resume   # (needs same settings)
   python scripts/train.py --reference --dtype float64 --max_iters 50
+  python scripts/train.py --init_from ~/gpt2 --dataset data/shakespeare --block_size 256 \
+      --batch_size 4 --max_iters 20 --learning_rate 3e-5 --min_lr 3e-5 --warmup_iters 0 --eval_iters 5
 
 user errors (missing data, bad checkpoint, impossible sizes) print one line to stderr and exit 2.
 """
@@ -75,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--n_embd", type=positive_int, default=128, metavar="N",
                    help="channels of the residual stream (default: %(default)s)")
     m.add_argument("--block_size", type=positive_int, default=64, metavar="N",
-                   help="context length in tokens (default: %(default)s)")
+                   help="context length in tokens (default: %(default)s; with --init_from the model's)")
+    m.add_argument("--init_from", metavar="DIR_OR_NPZ", default=None,
+                   help="fine-tune: start from a Hugging Face GPT-2 folder or our .npz checkpoint "
+                        "(sizes from the weights; see above)")
 
     t = p.add_argument_group("training (defaults: baby GPT)")
     t.add_argument("--batch_size", type=positive_int, default=12, metavar="N",
@@ -111,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print an iteration line every N steps when there is no progress bar; "
                         "0 never (default: %(default)s)")
     e.add_argument("--dataset", metavar="DIR", default=None,
-                   help=f"prepared data folder (default: <repo>/data/shakespeare_char, prepared "
-                        f"from tiny Shakespeare automatically when missing)")
+                   help="prepared data folder (default: <repo>/data/shakespeare_char, prepared "
+                        "from tiny Shakespeare automatically when missing)")
     e.add_argument("--out_dir", metavar="DIR", default=None,
                    help=f"where {LOG_NAME}, {CKPT_NAME} and {PLOT_NAME} go (default: <repo>/out)")
     e.add_argument("--resume", action="store_true",
@@ -134,18 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def array_module(device: str):
-    if device == "cpu":
-        return np
-    try:
-        import cupy
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # ImportError, or a CUDA runtime error when there is no GPU/driver
-        raise TrainingError(f"--device gpu needs cupy and a CUDA GPU: {type(e).__name__}: "
-                            f"{' '.join(str(e).split())}") from None
-    return cupy
-
-
 def resolve_dataset(arg: str | None) -> Path:
     """The data folder; the default one is prepared from tiny Shakespeare when it is missing."""
     if arg is not None:
@@ -159,6 +157,17 @@ def resolve_dataset(arg: str | None) -> Path:
     return DEFAULT_DATASET
 
 
+MODEL_FLAGS = ("n_layer", "n_head", "n_embd", "block_size")
+
+
+def explicit_flags(argv: list[str] | None) -> set[str]:
+    """The destinations the command line set itself (not by default): parsed again with no defaults."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -166,21 +175,26 @@ def main(argv: list[str] | None = None) -> int:
         module = load_reference() if args.reference else load_impl(args.impl)
         dataset = resolve_dataset(args.dataset)
         meta = load_meta(dataset)
-        config = make_config(meta, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-                             block_size=args.block_size)
+        if args.init_from is None:
+            config = make_config(meta, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
+                                 block_size=args.block_size)
+        else:  # the sizes come from the weights; explicit ones must agree (checked in train)
+            config = {k: getattr(args, k) for k in sorted(explicit_flags(argv) & set(MODEL_FLAGS))}
         hparams = {k: getattr(args, k) for k in ("learning_rate", "min_lr", "warmup_iters",
                                                   "lr_decay_iters", "weight_decay", "beta1", "beta2",
                                                   "eps", "grad_clip")}
         out_dir = Path(args.out_dir) if args.out_dir is not None else DEFAULT_OUT_DIR
         which = "reference/" if args.reference else (args.impl or "impl/gpt2.py")
-        print(f"training {which} on {dataset} ({args.device}, {args.dtype}): {config}", flush=True)
+        start = f"from {args.init_from}" if args.init_from else "from scratch"
+        print(f"training {which} {start} on {dataset} ({args.device}, {args.dtype}): {config}", flush=True)
         t0 = time.perf_counter()
         result = train(module, dataset, config, hparams, max_iters=args.max_iters,
                        batch_size=args.batch_size, eval_interval=args.eval_interval,
                        eval_iters=args.eval_iters, seed=args.seed, xp=xp, dtype=args.dtype,
                        out_dir=out_dir, resume=args.resume, progress=args.progress, plot=args.plot,
-                       log_interval=args.log_interval, echo=lambda s: print(s, flush=True))
-    except (TrainingError, DataError, ContractError) as e:
+                       log_interval=args.log_interval, echo=lambda s: print(s, flush=True),
+                       init_from=args.init_from)
+    except (TrainingError, DataError, ContractError, DeviceError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - t0
@@ -193,4 +207,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    env.keep_freed_memory()   # numpy's per-step temporaries: no page faults (harness/env.py)
     sys.exit(main())

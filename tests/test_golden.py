@@ -2,9 +2,10 @@
 (NANOPROOF_IMPL or impl/gpt2.py). A failure prints the tier's divergence table."""
 import pytest
 
-from harness import report, score, tiers, tolerances
-from harness.cases import CASES, SCORE_CASES, TRAJECTORY_CASES
-from harness.regen import backend_module
+from harness import mutate, report, score, tiers, tolerances
+from harness.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES
+from harness.contract import DEFAULT_IMPL, load_impl
+from harness.regen import ORACLE, backend_module
 
 BACKENDS = ("numpy-float32", "cupy-float32", "cupy-float64")
 
@@ -56,3 +57,63 @@ def test_golden_matches_reference(case, ref):
     golden = tiers.load_case_golden(c)
     res, _ = tiers.semantic(ref, c, golden, tolerances.load())
     assert not res.failed, _explain(res)
+
+
+# ----------------------------------------------------------------------------- the generate case
+
+@pytest.mark.parametrize("backend", [ORACLE] + [pytest.param(b, marks=[pytest.mark.gpu] if b.startswith("cupy")
+                                                             else []) for b in BACKENDS])
+@pytest.mark.parametrize("case", GENERATE_CASES)
+def test_generate(impl, case, backend, tol):
+    """generate's tokens and step logits, with and without the KV cache (semantic tier: numpy-float64)."""
+    xp, why = backend_module(backend)
+    if xp is None:
+        pytest.skip(f"{backend}: {why}")
+    c = CASES[case]
+    res, _ = tiers.generate(impl, c, tiers.load_case_golden(c), backend, tol)
+    assert not res.skipped, res.skipped
+    assert res.rows and not res.failed, _explain(res)
+
+
+@pytest.mark.parametrize("case", GENERATE_CASES)
+def test_generate_golden_matches_reference(case, ref, tol):
+    c = CASES[case]
+    res, _ = tiers.generate(ref, c, tiers.load_case_golden(c), ORACLE, tol)
+    assert not res.failed, _explain(res)
+
+
+@pytest.mark.parametrize("name", [m["name"] for m in mutate.CATALOG if m["area"] == "generate"])
+def test_generate_mutants_fail_at_the_expected_step(tmp_path, name, tol):
+    """Each generation mutant of harness/mutate.py's catalog fails the generate case's semantic tier at
+    its expected row (an equivalent rewrite passes)."""
+    entry = mutate.by_name()[name]
+    path = tmp_path / f"{name}.py"
+    path.write_text(mutate.apply(entry, DEFAULT_IMPL.read_text()))
+    c = CASES["generate"]
+    res, _ = tiers.generate(load_impl(path), c, tiers.load_case_golden(c), ORACLE, tol)
+    row = res.first_failure()
+    if entry["kind"] == "equivalent":
+        assert row is None, _explain(res)
+    else:
+        assert row is not None and mutate.expect_matches(entry["expect"], {"name": row.name, "step": row.step}), \
+            _explain(res)
+
+
+def test_generate_crash_and_early_stop_are_named(tmp_path, tol):
+    src = DEFAULT_IMPL.read_text()
+    for old in ("    done, out = np.zeros(B, bool), []\n", "for t in range(L, min(L + n_tokens, T)):"):
+        assert src.count(old) == 1, f"impl/gpt2.py's generate changed: update this test ({old!r})"
+    crash = tmp_path / "crash.py"
+    crash.write_text(src.replace("    done, out = np.zeros(B, bool), []\n",
+                                 "    done, out = np.zeros(B, bool), []\n    assert not kv_cache, 'boom'\n"))
+    short = tmp_path / "short.py"
+    short.write_text(src.replace("for t in range(L, min(L + n_tokens, T)):",
+                                 "for t in range(L, min(L + n_tokens, T - 1)):"))
+    c = CASES["generate"]
+    res, _ = tiers.generate(load_impl(crash), c, tiers.load_case_golden(c), ORACLE, tol)
+    row = res.first_failure()
+    assert row.name == "generate (kv cache)" and "AssertionError: boom" in row.note
+    assert not any(r.failed for r in res.rows if "no cache" in r.name)
+    res, _ = tiers.generate(load_impl(short), c, tiers.load_case_golden(c), ORACLE, tol)
+    row = res.first_failure()
+    assert (row.name, row.step) == ("greedy (kv cache)", 10) and "ended after 10 of 11 steps" in row.note

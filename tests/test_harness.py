@@ -215,12 +215,10 @@ def _first(module, case="tiny"):
 
 
 MUTANTS = [
-    ("gelu constant", "(f + 0.044715 * f * f * f)", "(f + 0.0447 * f * f * f)", "forward", "h.0.mlp.gelu", 0),
+    ("gelu constant", "th *= GELU_C * 0.044715", "th *= GELU_C * 0.0447", "forward", "h.0.mlp.gelu", 0),
     ("causal mask off by one", "dtype=params[\"wte\"].dtype), 1)", "dtype=params[\"wte\"].dtype), 2)",
      "forward", "h.0.attn.att", 0),
-    ("dropped lnorm gradient term",
-     "dx = rstd * (dxhat - dxhat.mean(-1, keepdims=True) - xhat * (dxhat * xhat).mean(-1, keepdims=True))",
-     "dx = rstd * (dxhat - dxhat.mean(-1, keepdims=True))", "backward", "dh.1.mlp.c_proj.bias", 0),
+    ("dropped lnorm gradient term", "    dx -= xhat * m2\n", "", "backward", "dh.1.mlp.c_proj.bias", 0),
     ("doubled wpe gradient", "g[\"wpe\"][:T] = dx.sum(0)", "g[\"wpe\"][:T] = 2 * dx.sum(0)", "backward", "dwpe", 0),
     ("weight decay on biases", "        if p.ndim >= 2:\n            p *= 1", "        if True:\n            p *= 1",
      "trajectory", "h.0.ln_1.weight (after 1 updates)", 1),
@@ -228,6 +226,10 @@ MUTANTS = [
     ("sampler off by one", "ix = rng.integers(0, len(data) - block_size, size=batch_size)",
      "ix = rng.integers(0, len(data) - block_size - 1, size=batch_size)", "setup", "get_batch x", None),
 ]
+
+# a rounding-only rewrite: GELU's 0.5 f (1 + th) expanded to 0.5 f + 0.5 f th, on fresh arrays
+GELU_SPLIT = ("th + 1.0                                 # 0.5 f (1 + th)\n        g *= f\n        g *= 0.5\n",
+              "0.5 * f + 0.5 * f * th\n")
 
 
 @pytest.mark.parametrize("what,old,new,section,name,step", MUTANTS, ids=[m[0] for m in MUTANTS])
@@ -238,8 +240,7 @@ def test_verify_names_first_divergence(tmp_path, what, old, new, section, name, 
 
 
 def test_rounding_only_rewrite_passes(tmp_path):
-    m = _mutant(tmp_path, "g = c[f\"h.{i}.mlp.gelu\"] = 0.5 * f * (1.0 + th)",
-                "g = c[f\"h.{i}.mlp.gelu\"] = 0.5 * f + 0.5 * f * th")
+    m = _mutant(tmp_path, *GELU_SPLIT)
     assert _first(m) is None
     assert _first(m, "gpt2-vocab") is None
 
@@ -258,8 +259,15 @@ def test_missing_contract_function_named(tmp_path):
         load_impl(p)
 
 
+def test_missing_generate_is_a_contract_error(tmp_path):
+    p = tmp_path / "no_generate.py"
+    p.write_text(IMPL.read_text().replace("def generate(", "def generate_renamed("))
+    with pytest.raises(ContractError, match=r"missing contract function\(s\): generate \("):
+        load_impl(p)
+
+
 def test_summary_names_case_tier_and_step(tmp_path):
-    m = _mutant(tmp_path, "(f + 0.044715 * f * f * f)", "(f + 0.0447 * f * f * f)")
+    m = _mutant(tmp_path, "th *= GELU_C * 0.044715", "th *= GELU_C * 0.0447")
     c = CASES["tiny"]
     res, _ = tiers.semantic(m, c, tiers.load_case_golden(c), tolerances.load())
     line = report.summary([res])
@@ -276,8 +284,7 @@ def test_exact_tier_bit_identical_then_changed(tmp_path, impl):
     path = tmp_path / "snap.json"
     snapshot.write(path, IMPL, {"tiny": snapshot.hashes(sem, {})})
     assert snapshot.exact_tier(c, sem, {}, path).info.startswith("bit-identical")
-    m = _mutant(tmp_path, "g = c[f\"h.{i}.mlp.gelu\"] = 0.5 * f * (1.0 + th)",
-                "g = c[f\"h.{i}.mlp.gelu\"] = 0.5 * f + 0.5 * f * th")
+    m = _mutant(tmp_path, *GELU_SPLIT)
     _, sem2 = tiers.semantic(m, c, g, tol)
     res = snapshot.exact_tier(c, sem2, {}, path)
     assert res.info.startswith("bits changed") and not res.failed

@@ -28,6 +28,15 @@ def test_stale_entry_is_reported_not_skipped(tmp_path):
     assert any("stale" in p for p in mutate.catalog_problems(SOURCE, [entry]))
 
 
+def test_deletion_allowed_but_missing_new_reported():
+    entry = mutate.by_name()["ln_back_drop_var"]
+    deleting = dict(entry, new="")
+    assert SOURCE.count(entry["old"]) == 1 and len(mutate.apply(deleting, SOURCE)) < len(SOURCE)
+    assert not any("missing" in p for p in mutate.catalog_problems(SOURCE, [deleting]))
+    no_new = {k: v for k, v in entry.items() if k != "new"}
+    assert f"{entry['name']}: missing new" in mutate.catalog_problems(SOURCE, [no_new])
+
+
 @pytest.fixture(scope="module")
 def ci_run():
     return mutate.run_catalog(mutate.select(subset="ci"), mutate.FAST_TIERS)

@@ -154,11 +154,11 @@ def test_checkpoint_format_and_impl_samples_from_it(impl, tmp_path, toy_data):
     rng = np.random.Generator(np.random.PCG64())
     rng.bit_generator.state = meta["rng_state"]  # JSON round trip gives back a usable state
 
-    out = subprocess.run([sys.executable, "impl/gpt2.py", "sample", "--ckpt", str(ckpt), "--n_tokens", "5"],
+    out = subprocess.run([sys.executable, "impl/gpt2.py", "sample", "\n", "--ckpt", str(ckpt), "--n_tokens", "5"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     text = out.stdout[:-1]  # print's newline
-    assert len(text) == 1 + 5 and set(text) <= set(meta["data"]["chars"])
+    assert len(text) == 1 + 5 and text[0] == "\n" and set(text) <= set(meta["data"]["chars"])
 
 
 def test_log_has_one_record_per_iteration_and_per_evaluation(impl, tmp_path, toy_data):
@@ -342,3 +342,120 @@ def test_library_errors(impl, tmp_path, toy_data):
     zipfile.ZipFile(tmp_path / CKPT_NAME, "w").close()  # an empty zip: no meta
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         run(impl, toy_data, tmp_path, resume=True)
+
+
+# ----------------------------------------------------------------------------- fine-tuning (--init_from)
+
+GPT2_TINY = {"vocab_size": 50257, "block_size": 32, "n_layer": 1, "n_head": 2, "n_embd": 16}
+FT_RUN = {"batch_size": 2, "eval_interval": 2, "eval_iters": 1, "seed": 11}
+
+
+@pytest.fixture(scope="module")
+def hf_gpt2(tmp_path_factory):
+    """A random GPT-2 with the real vocabulary, saved by transformers (save_pretrained, safetensors)."""
+    pytest.importorskip("transformers")
+    from harness.oracle import save_random_checkpoint
+    folder = tmp_path_factory.mktemp("hf") / "gpt2-tiny"
+    save_random_checkpoint(folder, GPT2_TINY, seed=2, prefix=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bpe_data(tmp_path_factory, tinyshakespeare, tiktoken_cache):
+    root = tmp_path_factory.mktemp("bpe")
+    (root / "input.txt").write_text(tinyshakespeare.read_text(encoding="utf-8")[:12000], encoding="utf-8")
+    prepare(root / "input.txt", root / "data", mode="gpt2", block_size=GPT2_TINY["block_size"])
+    return root / "data"
+
+
+def finetune(module, data, init_from, out_dir=None, config=None, max_iters=3, **kw):
+    return train(module, data, config or {}, HPARAMS, init_from=init_from, max_iters=max_iters,
+                 out_dir=out_dir, progress=False, **{**FT_RUN, **kw})
+
+
+def by_hand(module, data_dir, params, config, max_iters, seed):
+    """The training loop written out: max_iters steps from `params` with a fresh AdamW state."""
+    from harness.data import load_split
+    data, state = load_split(data_dir, "train"), {}
+    rng = np.random.Generator(np.random.PCG64([seed, 1]))
+    for step in range(max_iters):
+        x, y = module.get_batch(data, FT_RUN["batch_size"], config["block_size"], rng)
+        _, cache = module.forward(params, x, y, config)
+        module.adamw_step(params, module.backward(params, cache, config), state, step,
+                          module.lr_at(step, HPARAMS), HPARAMS)
+    return params, state
+
+
+def test_init_from_pretrained_weights_trains_from_them(impl, hf_gpt2, bpe_data):
+    loaded, config = impl.load_pretrained(str(hf_gpt2))
+    assert config == GPT2_TINY
+    start = finetune(impl, bpe_data, hf_gpt2, max_iters=0)
+    assert_same_bits(start.params, loaded, "params at step 0")
+    assert start.state == {}
+    result = finetune(impl, bpe_data, hf_gpt2)
+    params, state = by_hand(impl, bpe_data, loaded, config, 3, FT_RUN["seed"])
+    assert_same_bits(result.params, params, "params after 3 steps")
+    assert_same_bits(result.state, state, "optimizer state after 3 steps")
+
+
+def test_init_from_crops_the_context_and_resumes(impl, tmp_path, hf_gpt2, bpe_data):
+    loaded, config = impl.load_pretrained(str(hf_gpt2))
+    cropped = finetune(impl, bpe_data, hf_gpt2, config={"block_size": 16, "n_layer": 1}, max_iters=0)
+    assert cropped.params["wpe"].shape == (16, GPT2_TINY["n_embd"])
+    np.testing.assert_array_equal(cropped.params["wpe"], loaded["wpe"][:16])
+
+    full = finetune(impl, bpe_data, hf_gpt2, tmp_path / "full", {"block_size": 16}, max_iters=4)
+    finetune(impl, bpe_data, hf_gpt2, tmp_path / "split", {"block_size": 16}, max_iters=2)
+    resumed = finetune(impl, bpe_data, hf_gpt2, tmp_path / "split", {"block_size": 16}, max_iters=4,
+                       resume=True)
+    assert resumed.resumed_from == 2
+    assert_same_bits(full.params, resumed.params, "params")
+    assert_same_bits(full.state, resumed.state, "optimizer state")
+    meta = load_checkpoint(tmp_path / "split" / CKPT_NAME)[2]
+    assert meta["init_from"] == str(hf_gpt2.resolve())
+    assert meta["config"] == {**GPT2_TINY, "block_size": 16}
+    with pytest.raises(CheckpointError, match="init_from: checkpoint"):  # resumed without it
+        train(impl, bpe_data, meta["config"], HPARAMS, max_iters=4, out_dir=tmp_path / "split",
+              resume=True, progress=False, **FT_RUN)
+
+
+def test_init_from_our_checkpoint(impl, tmp_path, toy_data):
+    run(impl, toy_data, tmp_path / "first", max_iters=5)
+    ckpt = tmp_path / "first" / CKPT_NAME
+    params, _, meta = load_checkpoint(ckpt)
+    start = finetune(impl, toy_data, ckpt, max_iters=0)
+    assert_same_bits(start.params, params, "params at step 0")
+    result = finetune(impl, toy_data, ckpt)
+    expected, _ = by_hand(impl, toy_data, {k: v.copy() for k, v in params.items()}, meta["config"], 3,
+                          FT_RUN["seed"])
+    assert_same_bits(result.params, expected, "params after 3 steps")
+
+
+def test_init_from_refusals(impl, tmp_path, toy_data, hf_gpt2, bpe_data):
+    cases = [
+        (bpe_data, hf_gpt2, {"n_layer": 2}, "drop n_layer 2 (the weights have 1)"),
+        (bpe_data, hf_gpt2, {"n_embd": 32, "n_head": 2}, "drop n_embd 32 (the weights have 16)"),
+        (bpe_data, hf_gpt2, {"block_size": 64}, "block_size 64 exceeds the 32 positions"),
+        (toy_data, hf_gpt2, {}, "'char'-encoded"),
+        (bpe_data, tmp_path / "nope", {}, "no such folder"),
+    ]
+    for data, init_from, config, expected in cases:
+        with pytest.raises(TrainingError) as e:
+            finetune(impl, data, init_from, config=config)
+        assert expected in str(e.value) and str(init_from) in str(e.value), str(e.value)
+    run(impl, toy_data, tmp_path / "char", max_iters=1)
+    with pytest.raises(TrainingError, match="trained on another vocabulary"):
+        finetune(impl, bpe_data, tmp_path / "char" / CKPT_NAME)
+
+
+def test_cli_init_from(capsys, tmp_path, hf_gpt2, bpe_data):
+    argv = ["--init_from", str(hf_gpt2), "--dataset", str(bpe_data), "--out_dir", str(tmp_path),
+            "--no-progress", "--max_iters", "2", "--batch_size", "2", "--eval_interval", "2",
+            "--eval_iters", "1", "--warmup_iters", "1", "--lr_decay_iters", "2"]
+    assert cli.main([*argv, "--block_size", "24"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("val_loss ")
+    assert load_checkpoint(tmp_path / CKPT_NAME)[2]["config"] == {**GPT2_TINY, "block_size": 24}
+    err = cli_error(capsys, [*argv, "--n_head", "4"])
+    assert "drop n_head 4 (the weights have 2)" in err
+    assert cli.main([*argv, "--max_iters", "4", "--block_size", "24", "--resume"]) == 0
+    assert load_checkpoint(tmp_path / CKPT_NAME)[2]["step"] == 4

@@ -545,3 +545,131 @@ def format_report(doc):
 def write_json(doc, path):
     from harness.data import atomic_write_bytes
     atomic_write_bytes(path, (json.dumps(doc, indent=1, default=str) + "\n").encode())
+
+
+# ----------------------------------------------------------------------------- sensitivity
+# How small a change can each tier (and the tolerance that fires) still see? A probe scales one
+# constant of impl/gpt2.py by (1 + delta): `old` must occur once, `new` holds `{f}` for the factor.
+# run_sensitivity walks delta down a grid of half-decades from 1e-1 and records, per tier, the
+# smallest delta still detected (the one above the first miss), with the tensor and the tolerance
+# that caught it there.
+
+def P(name, old, new, description):
+    return {"name": name, "old": old, "new": new, "description": description}
+
+
+PROBES = [
+    P("ln_eps", "rstd += 1e-5", "rstd += 1e-5 * {f}", "LayerNorm epsilon 1e-5"),
+    P("gelu_c", "GELU_C = math.sqrt(2.0 / math.pi)", "GELU_C = math.sqrt(2.0 / math.pi) * {f}",
+      "GELU's sqrt(2/pi), forward and backward"),
+    P("gelu_cubic", "th *= GELU_C * 0.044715", "th *= GELU_C * 0.044715 * {f}",
+      "GELU's 0.044715, forward only"),
+    P("attn_scale", "att *= 1.0 / math.sqrt(HS)", "att *= {f} / math.sqrt(HS)",
+      "attention scale 1/sqrt(head size), forward only"),
+    P("init_std", "rng.normal(0.0, 0.02 /", "rng.normal(0.0, 0.02 * {f} /", "init std 0.02"),
+    P("warmup_iters", '(step + 1) / (hp["warmup_iters"] + 1)', '(step + 1) / (hp["warmup_iters"] * {f} + 1)',
+      "warmup length in lr_at's warmup ramp"),
+    P("lr_decay_iters", '/ (hp["lr_decay_iters"] - hp["warmup_iters"])',
+      '/ (hp["lr_decay_iters"] * {f} - hp["warmup_iters"])', "decay length in lr_at's cosine"),
+    P("grad_clip", 'min(1.0, hp["grad_clip"] / (norm + 1e-6))', 'min(1.0, hp["grad_clip"] * {f} / (norm + 1e-6))',
+      "clipping threshold"),
+    P("clip_eps", "(norm + 1e-6)", "(norm + 1e-6 * {f})", "clipping's 1e-6 (torch's clip_grad_norm_)"),
+    P("beta1", "lr, scale, t = float(lr), float(scale), step + 1",
+      "lr, scale, t = float(lr), float(scale), step + 1\n    b1 *= {f}", "AdamW beta1"),
+    P("beta2", "lr, scale, t = float(lr), float(scale), step + 1",
+      "lr, scale, t = float(lr), float(scale), step + 1\n    b2 *= {f}", "AdamW beta2"),
+    P("adam_eps", "lr, scale, t = float(lr), float(scale), step + 1",
+      "lr, scale, t = float(lr), float(scale), step + 1\n    eps *= {f}", "AdamW eps"),
+    P("weight_decay", "lr, scale, t = float(lr), float(scale), step + 1",
+      "lr, scale, t = float(lr), float(scale), step + 1\n    decay *= {f}", "AdamW weight decay"),
+    P("learning_rate", "lr, scale, t = float(lr), float(scale), step + 1",
+      "lr, scale, t = float(lr) * {f}, float(scale), step + 1", "the learning rate AdamW applies"),
+    P("temperature", "logits = logits.astype(np.float64) / temperature",
+      "logits = logits.astype(np.float64) / (temperature * {f})", "sampling temperature (generate)"),
+]
+DELTAS = tuple(m * 10.0 ** -e for e in range(1, 14) for m in (1.0, 0.3))[:-1]   # 1e-1, 3e-2, ..., 1e-13
+
+
+def tolerance_key(row):
+    """The tolerances.json entry behind a failing row of run_mutant's `first` (its tier, case, section,
+    name)."""
+    tier, sec, name = row["tier"], row["section"], row["name"]
+    if row["case"] == "generate":
+        return "semantic.generate.tokens" if "tokens" in name else (
+            "semantic.generate.logits" if tier == "semantic" else "backend.k")
+    if tier == "semantic":
+        if sec == "setup":
+            return next((f"semantic.{k}" for k in ("init", "get_batch", "lr_at") if name.startswith(k)), "semantic.?")
+        if sec == "trajectory":
+            head = name.split(" ")[0]
+            return f"semantic.trajectory.{head}" if head in ("lr", "loss", "grad_norm") else "semantic.trajectory.params"
+        return {"forward": "semantic.activations", "loss": "semantic.loss", "backward": "semantic.grads"}.get(sec, "semantic.?")
+    if tier == "backend":
+        return "backend.k"
+    if tier == "score":
+        return "score.same_seed" if "same" in name else "score.band_sigmas"
+    return tier
+
+
+def probe_entry(probe, delta):
+    factor = repr(1.0 + delta)
+    return {"name": f"{probe['name']}_{delta:.0e}", "kind": "semantic", "old": probe["old"],
+            "new": probe["new"].replace("{f}", factor), "description": f"{probe['description']} x {factor}"}
+
+
+def run_sensitivity(probes, tier_names=FAST_TIERS, impl_path=None, golden_dir=None, deltas=DELTAS, log=None):
+    """Per probe and tier: the smallest delta of the grid detected before the first miss
+    ('detected'), the missed delta below it ('missed'), and where the detection fired."""
+    impl_path = Path(impl_path or DEFAULT_IMPL)
+    source = impl_path.read_text(encoding="utf-8")
+    t0, out = time.perf_counter(), []
+    with tempfile.TemporaryDirectory(prefix="nanoproof-sensitivity-") as work:
+        for probe in probes:
+            res = {"name": probe["name"], "description": probe["description"],
+                   "status": status_of(probe, source), "tiers": {}}
+            out.append(res)
+            if res["status"] != "ok":
+                continue
+            open_tiers = [t for t in tier_names if t != "exact"]
+            per = {t: {"detected": None, "missed": None, "first": None} for t in open_tiers}
+            for delta in deltas:
+                r = run_mutant(probe_entry(probe, delta), source, open_tiers, work, None, golden_dir)
+                for t in list(open_tiers):
+                    if r["verdicts"].get(t) == "killed":
+                        first = r["first"].get(t)
+                        per[t].update(detected=delta, first=first and {**first, "tolerance": tolerance_key(first)})
+                    else:
+                        per[t]["missed"] = delta
+                        open_tiers.remove(t)
+                if log:
+                    log(f"{probe['name']} delta {delta:.0e}: " + ", ".join(f"{t} {v}" for t, v in r["verdicts"].items()))
+                if not open_tiers:
+                    break
+            res["tiers"] = per
+    return {"impl": str(impl_path), "tiers": [t for t in tier_names if t != "exact"], "deltas": list(deltas),
+            "probes": out, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def format_sensitivity(doc):
+    """Per probe and tier: 'detects >= d (misses d'), caught by TOLERANCE at TENSOR'; then per tolerance
+    the smallest relative change it caught first."""
+    lines = [f"{'constant':15} {'tier':9} {'smallest detected':>17} {'missed':>8}  caught by (tolerance: first tensor)"]
+    best = {}
+    for p in doc["probes"]:
+        if p["status"] != "ok":
+            lines.append(f"{p['name']:15} {p['status'].upper()}: `old` occurs {p['status']}")
+            continue
+        for t, v in p["tiers"].items():
+            det = "none" if v["detected"] is None else f"{v['detected']:.0e}"
+            miss = "-" if v["missed"] is None else f"{v['missed']:.0e}"
+            f = v["first"]
+            where = f"{f['tolerance']}: {f['case']} {f['name']}" + ("" if f["step"] is None else f" @ {f['step']}") if f else "-"
+            lines.append(f"{p['name']:15} {t:9} {det:>17} {miss:>8}  {where}")
+            if f and (f["tolerance"] not in best or v["detected"] < best[f["tolerance"]][0]):
+                best[f["tolerance"]] = (v["detected"], p["name"])
+    lines.append("")
+    lines.append("per tolerance, the smallest relative change of a constant it caught (first to fire):")
+    for k, (d, name) in sorted(best.items(), key=lambda kv: kv[1][0]):
+        lines.append(f"  {k:30} {d:.0e}  ({name})")
+    lines.append(f"grid: 1e-1, 3e-2, ..., 1e-13 (stops at each tier's first miss); total runtime {doc['seconds']:.1f} s")
+    return lines

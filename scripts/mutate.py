@@ -7,10 +7,18 @@ copy of impl/gpt2.py, run verify's tiers on it, and report which tier caught it,
     python scripts/mutate.py --only ln_eps --only eq_gelu_split --report
     python scripts/mutate.py --subset ci --json out/mutants.json
     python scripts/mutate.py --list                   # the catalog, with stale entries marked
+    python scripts/mutate.py --sensitivity            # smallest relative change of each constant caught
+    python scripts/mutate.py --sensitivity --probe ln_eps --tier semantic
 
 Semantic mutants change the math: the semantic tier should kill them, naming `expect` as the first
 tensor. Equivalent rewrites change rounding only: every gating tier should pass them (a failure is a
 false alarm). Entries whose `old` text no longer occurs exactly once in the impl are reported as stale.
+--sensitivity scales one constant of impl at a time (harness/mutate.py PROBES: LayerNorm eps, GELU
+constants, attention scale, init std, warmup and decay lengths, clipping, AdamW betas, eps, weight
+decay, learning rate, sampling temperature) by 1 + delta, delta going down 1e-1, 3e-2, 1e-2, ... until
+each tier misses it, and reports per tier the smallest delta still detected and which tolerance
+fired first; then, per tolerance, the smallest change it caught (about 2 minutes).
+
 Exit status 0 when every semantic mutant was killed by the semantic tier and no equivalent rewrite was
 flagged by a gating tier, 1 otherwise, 2 on a usage error.
 """
@@ -41,20 +49,38 @@ def main(argv=None):
     ap.add_argument("--json", metavar="PATH", help="write the full results as JSON ('-': stdout)")
     ap.add_argument("--list", action="store_true", help="list the catalog and exit")
     ap.add_argument("--quiet", action="store_true", help="no per-mutant progress lines")
+    ap.add_argument("--sensitivity", action="store_true",
+                    help="instead of the catalog: the smallest relative change of each constant each tier detects")
+    ap.add_argument("--probe", action="append", metavar="NAME",
+                    help="with --sensitivity: only this constant (repeatable; names: "
+                         + ", ".join(p["name"] for p in mutate.PROBES) + ")")
     args = ap.parse_args(argv)
     source = Path(args.impl).read_text(encoding="utf-8")
     if args.list:
         for m in mutate.CATALOG:
             print(f"{m['name']:32} {m['kind']:10} {mutate.status_of(m, source):9} {m['description']}")
         return 0
+    tiers = tuple(args.tier) if args.tier else mutate.FAST_TIERS + (("score",) if args.score else ())
+    tiers = tuple(t for t in mutate.ALL_TIERS if t in tiers)
+    log = None if (args.quiet or args.json == "-") else (lambda s: print(s, file=sys.stderr, flush=True))
+    if args.sensitivity:
+        known = {p["name"]: p for p in mutate.PROBES}
+        unknown = [n for n in args.probe or [] if n not in known]
+        if unknown:
+            print(f"mutate: unknown probe(s): {', '.join(unknown)} (known: {', '.join(known)})", file=sys.stderr)
+            return 2
+        probes = [known[n] for n in args.probe] if args.probe else mutate.PROBES
+        doc = mutate.run_sensitivity(probes, tiers, args.impl, log=log)
+        print("\n".join(mutate.format_sensitivity(doc)))
+        if args.json:
+            mutate.write_json(doc, args.json)
+        stale = [p["name"] for p in doc["probes"] if p["status"] != "ok"]
+        return 1 if stale else 0
     try:
         entries = mutate.select(args.only, args.subset)
     except KeyError as exc:
         print(f"mutate: {exc.args[0]}", file=sys.stderr)
         return 2
-    tiers = tuple(args.tier) if args.tier else mutate.FAST_TIERS + (("score",) if args.score else ())
-    tiers = tuple(t for t in mutate.ALL_TIERS if t in tiers)
-    log = None if (args.quiet or args.json == "-") else (lambda s: print(s, file=sys.stderr, flush=True))
     doc = mutate.run_catalog(entries, tiers, args.impl, log=log)
     if args.report or not args.json:
         print("\n".join(mutate.format_report(doc)))

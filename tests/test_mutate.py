@@ -68,3 +68,37 @@ def test_equivalent_rewrite_passes(ci_run, name):
 def test_report_formats(ci_run):
     text = "\n".join(mutate.format_report(ci_run))
     assert "kill rate, semantic tier" in text and "false alarms on equivalent rewrites" in text
+
+
+def test_sensitivity_probes_well_formed():
+    names = [p["name"] for p in mutate.PROBES]
+    assert len(names) == len(set(names))
+    # the constants the mutation-testing issue names, each probed
+    assert {"ln_eps", "gelu_c", "gelu_cubic", "attn_scale", "init_std", "warmup_iters", "lr_decay_iters",
+            "grad_clip", "beta1", "beta2", "adam_eps", "weight_decay"} <= set(names)
+    for p in mutate.PROBES:
+        assert mutate.status_of(p, SOURCE) == "ok", p["name"]
+        entry = mutate.probe_entry(p, 1e-3)
+        assert "{f}" not in entry["new"] and "1.001" in entry["new"]
+        assert mutate.apply(entry, SOURCE) != SOURCE
+
+
+def test_sensitivity_brackets_the_threshold():
+    probe = next(p for p in mutate.PROBES if p["name"] == "ln_eps")
+    doc = mutate.run_sensitivity([probe], ("semantic",), deltas=(1e-3, 1e-13))
+    v = doc["probes"][0]["tiers"]["semantic"]
+    assert v["detected"] == 1e-3 and v["missed"] == 1e-13, v      # 1e-13 of 1e-5 is below float64's reach
+    assert v["first"]["tolerance"].startswith("semantic."), v["first"]
+    text = "\n".join(mutate.format_sensitivity(doc))
+    assert "ln_eps" in text and "per tolerance" in text and v["first"]["tolerance"] in text
+
+
+def test_tolerance_key_of_rows():
+    row = lambda **kw: {"tier": "semantic", "case": "tiny", "section": "forward", "name": "emb", **kw}
+    assert mutate.tolerance_key(row()) == "semantic.activations"
+    assert mutate.tolerance_key(row(section="backward", name="dwte")) == "semantic.grads"
+    assert mutate.tolerance_key(row(section="trajectory", name="loss")) == "semantic.trajectory.loss"
+    assert mutate.tolerance_key(row(section="trajectory", name="wte (after 1 updates)")) == "semantic.trajectory.params"
+    assert mutate.tolerance_key(row(section="setup", name="init wte")) == "semantic.init"
+    assert mutate.tolerance_key(row(case="generate", name="sampled tokens (kv cache)")) == "semantic.generate.tokens"
+    assert mutate.tolerance_key(row(tier="backend")) == "backend.k"

@@ -36,3 +36,14 @@ def array_module(device):
         raise DeviceError(f"--device gpu needs cupy and a CUDA GPU: {type(e).__name__}: "
                           f"{' '.join(str(e).split())}") from None
     return cupy
+
+
+def load_script(name):
+    """scripts/<name>.py imported as a module (under a private name), so that tests can call its main(argv)
+    in-process."""
+    import importlib.util
+    from harness.contract import REPO_ROOT
+    spec = importlib.util.spec_from_file_location(f"nanoproof_{name}_cli", REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

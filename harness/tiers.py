@@ -260,17 +260,26 @@ def recorded_errors(golden, group):
     return {n.decode() if isinstance(n, bytes) else str(n): float(v) for n, v in zip(names, values)}
 
 
+def _backend_setup(res, golden, backend_name):
+    """(xp, dtype, the reference's recorded float32 errors) for a backend; xp None, with res.skipped
+    saying why, when the backend is missing here or a float32 backend has no recording to scale by."""
+    xp, dtype = backend_module(backend_name)
+    if xp is None:
+        res.skipped = f"{backend_name}: {dtype}"
+        return None, dtype, None
+    ref32 = recorded_errors(golden, "numpy-float32")
+    if ref32 is None and dtype == "float32":
+        res.skipped = f"{golden.path} has no numpy-float32 recording (regenerate it)"
+        return None, dtype, None
+    return xp, dtype, ref32
+
+
 def backend(module, case, golden, backend_name, tol):
     """The backend tier for one backend ("numpy-float32", "cupy-float32", "cupy-float64")."""
     t0 = time.perf_counter()
     res = TierResult("backend", case.name)
-    xp, dtype = backend_module(backend_name)
+    xp, dtype, ref32 = _backend_setup(res, golden, backend_name)
     if xp is None:
-        res.skipped = f"{backend_name}: {dtype}"
-        return res, {}
-    ref32 = recorded_errors(golden, "numpy-float32")
-    if ref32 is None and dtype == "float32":
-        res.skipped = f"{golden.path} has no numpy-float32 recording (regenerate it)"
         return res, {}
     results, errors = collect(module, case, golden, backend_name)
     k, floor = tol["backend.k"]["value"], tol["backend.floor"]["value"]
@@ -318,13 +327,8 @@ def generate(module, case, golden, backend_name, tol):
     t0 = time.perf_counter()
     tier = "semantic" if backend_name == ORACLE else "backend"
     res = TierResult(tier, case.name)
-    xp, dtype = backend_module(backend_name)
+    xp, dtype, ref32 = _backend_setup(res, golden, backend_name)
     if xp is None:
-        res.skipped = f"{backend_name}: {dtype}"
-        return res, {}
-    ref32 = recorded_errors(golden, "numpy-float32")
-    if ref32 is None and dtype == "float32":
-        res.skipped = f"{golden.path} has no numpy-float32 recording (regenerate it)"
         return res, {}
     k, floor = tol["backend.k"]["value"], tol["backend.floor"]["value"]
     label = "" if tier == "semantic" else backend_name

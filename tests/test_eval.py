@@ -4,9 +4,7 @@ harness.evaluate.windows), for pretrained weights (a folder transformers saved) 
 ours; the windows score every token but the first exactly once; user errors are one clear line.
 
 Needs the optional extra `oracle` for the transformers comparisons; skipped where it is absent."""
-import importlib.util
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +13,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from harness.data import load_split, prepare  # noqa: E402
+from harness.cli import load_script  # noqa: E402
 from harness.evaluate import windows  # noqa: E402
 from harness.oracle import hf_loss, save_random_checkpoint, transformers_gpt2  # noqa: E402
 from harness.training import CKPT_NAME, load_checkpoint, train  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 GPT2_CONFIG = {"vocab_size": 50257, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16}
 CHAR_CONFIG = {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}  # vocab_size: the data's
 HPARAMS = {"learning_rate": 1e-2, "min_lr": 1e-3, "warmup_iters": 2, "lr_decay_iters": 10,
@@ -28,14 +26,7 @@ HPARAMS = {"learning_rate": 1e-2, "min_lr": 1e-3, "warmup_iters": 2, "lr_decay_i
 TOL = 1e-6
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("nanoproof_eval_cli", REPO_ROOT / "scripts" / "eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cli = _load_cli()
+cli = load_script("eval")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.cli import load_script
 from harness.data import prepare
 from harness.training import (
     CKPT_NAME, LOG_NAME, PLOT_NAME, CheckpointError, TrainingError, load_checkpoint, train,
@@ -31,14 +32,7 @@ CLI_TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size",
             "--lr_decay_iters", "20", "--seed", "7"]
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("nanoproof_train_cli", REPO_ROOT / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cli = _load_cli()
+cli = load_script("train")
 
 
 @pytest.fixture(scope="module")

@@ -591,24 +591,9 @@ DELTAS = tuple(m * 10.0 ** -e for e in range(1, 14) for m in (1.0, 0.3))[:-1]   
 
 
 def tolerance_key(row):
-    """The tolerances.json entry behind a failing row of run_mutant's `first` (its tier, case, section,
-    name)."""
-    tier, sec, name = row["tier"], row["section"], row["name"]
-    if row["case"] == "generate":
-        return "semantic.generate.tokens" if "tokens" in name else (
-            "semantic.generate.logits" if tier == "semantic" else "backend.k")
-    if tier == "semantic":
-        if sec == "setup":
-            return next((f"semantic.{k}" for k in ("init", "get_batch", "lr_at") if name.startswith(k)), "semantic.?")
-        if sec == "trajectory":
-            head = name.split(" ")[0]
-            return f"semantic.trajectory.{head}" if head in ("lr", "loss", "grad_norm") else "semantic.trajectory.params"
-        return {"forward": "semantic.activations", "loss": "semantic.loss", "backward": "semantic.grads"}.get(sec, "semantic.?")
-    if tier == "backend":
-        return "backend.k"
-    if tier == "score":
-        return "score.same_seed" if "same" in name else "score.band_sigmas"
-    return tier
+    """The tolerances.json entry behind a failing row of run_mutant's `first`."""
+    from harness.tolerances import row_entry
+    return row_entry(row["tier"], row["section"], row["name"]) or f"{row['tier']} ({row['section']})"
 
 
 def probe_entry(probe, delta):

@@ -51,3 +51,27 @@ def semantic_key(result_key):
         if result_key.startswith(f"trajectory/{q}"):
             return f"semantic.trajectory.{q}"
     raise KeyError(result_key)
+
+
+def row_entry(tier, section, name):
+    """The entry a row of the tiers (harness.compare.Row: tier, section, printed name) is checked
+    against; None where no one entry governs it (a crash row, an unknown setup item)."""
+    if section == "generate":
+        if "tokens" in name:
+            return "semantic.generate.tokens"
+        if "logits" not in name:
+            return None
+        return "semantic.generate.logits" if tier == "semantic" else "backend.k"
+    if tier == "backend":
+        return "backend.k"
+    if tier == "score":
+        return "score.same_seed" if "reference seed" in name else "score.band_sigmas"
+    if section == "setup":
+        return {"init": "semantic.init", "get_batch": "semantic.get_batch",
+                "lr_at": "semantic.lr_at"}.get(name.split(" ")[0])
+    if section == "trajectory":
+        if "(after" in name:
+            return "semantic.trajectory.params"
+        head = name.split(" ")[0]
+        return f"semantic.trajectory.{head}" if head in ("lr", "loss", "grad_norm") else None
+    return {"forward": "semantic.activations", "loss": "semantic.loss", "backward": "semantic.grads"}.get(section)

@@ -7,9 +7,10 @@
 
 What is measured (rounding-only changes: each must stay within its tolerance):
   semantic  the largest error, per entry, of impl/gpt2.py, of reference/ itself re-run here, and of
-            rounding-only rewrites of impl/gpt2.py generated here (reassociated GELU, split qkv
-            matmul, scale folded into q, 1/sqrt for rstd, fused AdamW expression, rewritten cosine
-            schedule), each against the float64 golden of every trajectory case;
+            the rounding-only rewrites of impl/gpt2.py in harness/mutate.py's catalog (reassociated
+            GELU, split qkv matmul, scale folded into q, 1/sqrt for rstd, fused AdamW, rewritten
+            cosine schedule, per-head attention loop, ...), each against the float64 golden of every
+            trajectory case and of the generate case;
   backend   k: the largest ratio err(impl float32) / err(reference float32) over every tensor;
             floor: the largest impl float32 error where the reference's own is below the floor;
   score     verify's short score run (float32, the score case's verify seed, short_steps updates:
@@ -38,58 +39,27 @@ import math  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from harness import score, tiers, tolerances  # noqa: E402
-from harness.cases import CASES, SCORE_CASES, TRAJECTORY_CASES, CaseDataError  # noqa: E402
+from harness import mutate, score, tiers, tolerances  # noqa: E402
+from harness.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES, CaseDataError  # noqa: E402
 from harness.contract import DEFAULT_IMPL, load_impl, load_reference  # noqa: E402
+from harness.regen import ORACLE  # noqa: E402
 from harness.data import atomic_write_bytes  # noqa: E402
-
-# rounding-only rewrites of impl/gpt2.py (old, new); a pattern that is absent is skipped
-REWRITES = {
-    "gelu reassociated": ("= 0.5 * f * (1.0 + th)", "= 0.5 * f + 0.5 * f * th"),
-    "qkv split in three matmuls": (
-        'a @ p("attn.c_attn.weight") + p("attn.c_attn.bias")',
-        'xp.concatenate([a @ p("attn.c_attn.weight")[:, j * C:(j + 1) * C] '
-        '+ p("attn.c_attn.bias")[j * C:(j + 1) * C] for j in range(3)], -1)'),
-    "scale folded into q": ("att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(HS)) + mask",
-                            "att = ((q * (1.0 / math.sqrt(HS))) @ k.transpose(0, 1, 3, 2)) + mask"),
-    "rstd as 1/sqrt": ("rstd **= -0.5", "rstd = 1.0 / rstd ** 0.5"),
-    "adamw fused": ('p -= (lr / (1 - b1 ** t)) * m / ((v * (1 / (1 - b2 ** t))) ** 0.5 + hp["eps"])',
-                    'p -= lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)) ** 0.5 + hp["eps"])'),
-    "cosine rewritten": (
-        'return hp["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (hp["learning_rate"] - hp["min_lr"])',
-        'return hp["learning_rate"] - (1.0 - math.cos(math.pi * ratio)) / 2 * (hp["learning_rate"] - hp["min_lr"])'),
-}
-
 
 def semantic_measure(modules, tol):
     worst = {}
     for label, module in modules:
-        for name in TRAJECTORY_CASES:
+        for name in TRAJECTORY_CASES + GENERATE_CASES:
             case = CASES[name]
-            res, _ = tiers.semantic(module, case, tiers.load_case_golden(case), tol)
+            golden = tiers.load_case_golden(case)
+            res, _ = (tiers.generate(module, case, golden, ORACLE, tol) if name in GENERATE_CASES
+                      else tiers.semantic(module, case, golden, tol))
             for r in res.rows:
                 if r.err is None or r.verdict == "skip":
                     continue
-                key = _entry_of(r)
-                if key and (key not in worst or r.err > worst[key][0]):
+                key = tolerances.row_entry(r.tier, r.section, r.name)
+                if key and (key not in worst or _worse(r.err, worst[key][0])):
                     worst[key] = (r.err, f"{label}, {name}: {r.name}" + ("" if r.step is None else f" @ step {r.step}"))
     return worst
-
-
-def _entry_of(row):
-    if row.section == "setup":
-        return {"init": "semantic.init", "get_batch": "semantic.get_batch", "lr_at": "semantic.lr_at"}[row.name.split(" ")[0]]
-    if row.section == "forward":
-        return "semantic.activations"
-    if row.section == "loss":
-        return "semantic.loss"
-    if row.section == "backward":
-        return "semantic.grads"
-    if row.section == "trajectory":
-        if "(after" in row.name:
-            return "semantic.trajectory.params"
-        return f"semantic.trajectory.{row.name}"
-    return None
 
 
 def backend_measure(module, tol):
@@ -113,18 +83,18 @@ def backend_measure(module, tol):
 
 
 def rewrite_modules(impl_path):
-    """[(label, module)]: impl, reference/, and each rounding-only rewrite of impl (REWRITES) whose
-    pattern occurs exactly once in the impl file."""
+    """[(label, module)]: impl, reference/, and each rounding-only rewrite of impl (the "equivalent"
+    entries of harness/mutate.py's catalog, the one list of them); a stale entry is reported."""
     modules = [("impl", load_impl(impl_path)), ("reference", load_reference())]
     src = Path(impl_path).read_text()
     tmp = Path(tempfile.mkdtemp(prefix="nanoproof-calibrate-"))
-    for i, (label, (old, new)) in enumerate(REWRITES.items()):
-        if src.count(old) != 1:
-            print(f"rewrite '{label}': pattern not in {impl_path}, skipped")
+    for entry in (m for m in mutate.CATALOG if m["kind"] == "equivalent"):
+        if mutate.status_of(entry, src) != "ok":
+            print(f"rewrite '{entry['name']}': {mutate.status_of(entry, src)} in {impl_path}, skipped")
             continue
-        p = tmp / f"rewrite_{i}.py"
-        p.write_text(src.replace(old, new))
-        modules.append((f"rewrite '{label}'", load_impl(p)))
+        p = tmp / f"rewrite_{entry['name']}.py"
+        p.write_text(mutate.apply(entry, src))
+        modules.append((f"rewrite '{entry['name']}'", load_impl(p)))
     return modules
 
 

@@ -100,5 +100,6 @@ def test_tolerance_key_of_rows():
     assert mutate.tolerance_key(row(section="trajectory", name="loss")) == "semantic.trajectory.loss"
     assert mutate.tolerance_key(row(section="trajectory", name="wte (after 1 updates)")) == "semantic.trajectory.params"
     assert mutate.tolerance_key(row(section="setup", name="init wte")) == "semantic.init"
-    assert mutate.tolerance_key(row(case="generate", name="sampled tokens (kv cache)")) == "semantic.generate.tokens"
+    assert mutate.tolerance_key(row(case="generate", section="generate", name="sampled tokens (kv cache)")) == "semantic.generate.tokens"
+    assert mutate.tolerance_key(row(case="generate", section="generate", name="greedy logits (kv cache)")) == "semantic.generate.logits"
     assert mutate.tolerance_key(row(tier="backend")) == "backend.k"

@@ -108,7 +108,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _atomic_write_all({Path(path): data})
 
 
-def _one_line(x: object) -> str:
+def one_line(x: object) -> str:
+    """x as text on one line (an error message inside ours)."""
     return " ".join(str(x).split())
 
 
@@ -133,7 +134,7 @@ def _gpt2_encoding():
         cache = os.environ.get("TIKTOKEN_CACHE_DIR", "<unset>")
         raise DataError(
             f"could not load tiktoken's 'gpt2' encoding (TIKTOKEN_CACHE_DIR={cache}): "
-            f"{type(e).__name__}: {_one_line(e)}"
+            f"{type(e).__name__}: {one_line(e)}"
         ) from None
 
 
@@ -199,7 +200,7 @@ def read_text(text_path: str | os.PathLike) -> tuple[str, str]:
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise DataError(f"cannot read input file {path}: {_one_line(e.strerror or e)}") from None
+        raise DataError(f"cannot read input file {path}: {one_line(e.strerror or e)}") from None
     if not raw:
         raise DataError(f"input file {path} is empty")
     try:
@@ -240,9 +241,9 @@ def find_tinyshakespeare(
     except urllib.error.HTTPError as e:
         reason = f"HTTP {e.code} {e.reason}"
     except urllib.error.URLError as e:
-        reason = _one_line(e.reason)
+        reason = one_line(e.reason)
     except (OSError, http.client.HTTPException, ValueError) as e:  # timeouts, resets, bad URL
-        reason = _one_line(e) or type(e).__name__
+        reason = one_line(e) or type(e).__name__
     else:
         reason = None if raw else "the server sent an empty file"
     if reason is not None:
@@ -254,7 +255,7 @@ def find_tinyshakespeare(
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(cache, raw)
     except OSError as e:
-        raise DataError(f"cannot write the download cache {cache}: {_one_line(e)}") from None
+        raise DataError(f"cannot write the download cache {cache}: {one_line(e)}") from None
     return cache, url
 
 
@@ -332,7 +333,7 @@ def prepare(
         )
     except OSError as e:
         where = e.filename or out_dir
-        raise DataError(f"cannot write data folder {out_dir} ({where}): {_one_line(e.strerror or e)}") from None
+        raise DataError(f"cannot write data folder {out_dir} ({where}): {one_line(e.strerror or e)}") from None
     return meta
 
 
@@ -350,7 +351,7 @@ def load_meta(data_dir: str | os.PathLike) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"cannot read {path}: {_one_line(e)}; {_HINT}") from None
+        raise DataError(f"cannot read {path}: {one_line(e)}; {_HINT}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise DataError(f"{path} is not a {FORMAT} meta file (format: {found!r}); {_HINT}")

@@ -22,17 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data import GPT2_VOCAB_SIZE
+from harness.data import GPT2_VOCAB_SIZE, one_line
 
 DTYPES = ("float32", "float64")
 
 
 class WeightsError(Exception):
     """Weights that cannot be loaded or do not fit the data, with a one-line message for the user."""
-
-
-def _one_line(x) -> str:
-    return " ".join(str(x).split())
 
 
 def read_npz_checkpoint(path) -> tuple[dict, dict, dict | None]:
@@ -45,7 +41,7 @@ def read_npz_checkpoint(path) -> tuple[dict, dict, dict | None]:
         config = {k: int(meta["config"][k]) for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")}
     except Exception as e:  # zip, npy, JSON, missing entries: all mean "not one of our checkpoints"
         raise WeightsError(f"{path}: not a readable nanoproof checkpoint ({type(e).__name__}: "
-                           f"{_one_line(e)}); expected an .npz written by scripts/train.py") from None
+                           f"{one_line(e)}); expected an .npz written by scripts/train.py") from None
     shapes = param_shapes(config)
     problems = [f"{k}: missing" for k in shapes if k not in params]
     problems += [f"{k}: unexpected" for k in params if k not in shapes]
@@ -75,7 +71,7 @@ def load_weights(source, module, dtype="float32", xp=np) -> tuple[dict, dict, di
             params, config = load_pretrained(source)
             params = {k: xp.asarray(v.astype(dtype)) for k, v in params.items()}
     except (ValueError, OSError, ImportError) as e:
-        raise WeightsError(_one_line(e)) from None
+        raise WeightsError(one_line(e)) from None
     return params, config, None
 
 

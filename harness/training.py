@@ -56,7 +56,7 @@ from typing import Callable
 import numpy as np
 
 from harness.contract import CONFIG_KEYS, HPARAM_KEYS
-from harness.data import atomic_write_bytes, load_meta, load_split
+from harness.data import atomic_write_bytes, load_meta, load_split, one_line
 from harness.evaluate import WeightsError, check_vocabulary, load_weights
 
 CKPT_FORMAT = "nanoproof-ckpt-1"
@@ -108,10 +108,6 @@ class TrainResult:
 def to_host(a) -> np.ndarray:
     """A numpy array of ``a`` (cupy arrays are copied to the host)."""
     return a.get() if hasattr(a, "get") else np.asarray(a)
-
-
-def _one_line(x: object) -> str:
-    return " ".join(str(x).split())
 
 
 def _synchronize(xp) -> None:
@@ -225,7 +221,7 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
             state = {k[len("state/"):]: np.array(f[k]) for k in f.files if k.startswith("state/")}
     except Exception as e:  # zip, npy, JSON and I/O errors all mean "not a readable checkpoint"
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
-                              f"{_one_line(e)}); delete it or train without --resume") from None
+                              f"{one_line(e)}); delete it or train without --resume") from None
     if not isinstance(meta, dict) or meta.get("format") != CKPT_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{path}: not a {CKPT_FORMAT} checkpoint (format: {found!r}); "
@@ -381,7 +377,7 @@ def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batc
         try:
             rng.bit_generator.state = ck_meta["rng_state"]
         except (TypeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{ckpt_path}: bad rng_state ({_one_line(e)})") from None
+            raise CheckpointError(f"{ckpt_path}: bad rng_state ({one_line(e)})") from None
         start, history = ck_meta["step"], list(ck_meta["history"])
         if start % eval_interval and start < max_iters and history and history[-1]["kind"] == "eval":
             history.pop()  # the final evaluation of a shorter run: an uninterrupted run has none here
@@ -396,7 +392,7 @@ def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batc
             out_dir.mkdir(parents=True, exist_ok=True)
             log = _JsonlLog(out_dir / LOG_NAME, history)
         except OSError as e:
-            raise TrainingError(f"cannot write to out_dir {out_dir}: {_one_line(e.strerror or e)}") from None
+            raise TrainingError(f"cannot write to out_dir {out_dir}: {one_line(e.strerror or e)}") from None
 
     def record(rec: dict) -> None:
         history.append(rec)

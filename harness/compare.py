@@ -98,6 +98,7 @@ class Row:
     verdict: str = "ok"       # ok / FAIL / skip / info
     note: str = ""
     backend: str = ""
+    key: str = ""             # the result key (golden path) it checks, when it checks one
 
     @property
     def failed(self):
@@ -201,6 +202,8 @@ class TierResult:
     skipped: str = ""         # reason, when the whole tier could not run
     info: str = ""            # a one-line outcome (the exact tier's "bit-identical")
     seconds: float = 0.0
+    backend: str = ""         # the backend a backend/fresh tier ran on ("numpy-float32")
+    output: str = ""          # what the code under test printed, when its worker failed
 
     @property
     def failed(self):
@@ -219,7 +222,8 @@ class TierResult:
 
     def as_dict(self):
         first = self.first_failure()
-        return {"tier": self.tier, "case": self.case, "verdict": self.verdict,
+        return {"tier": self.tier, "case": self.case, "verdict": self.verdict, "backend": self.backend,
                 "skipped": self.skipped, "info": self.info, "seconds": round(self.seconds, 2),
+                "output": self.output,
                 "first_divergence": first.as_dict() if first else None,
                 "rows": [r.as_dict() for r in self.rows]}

@@ -9,12 +9,11 @@ sampler check and nothing else, an init bug fails init only.
 
 A module that raises is reported as a StageError naming the stage (the user's file, not ours).
 """
+from types import SimpleNamespace
+
 import numpy as np
 
 from harness.contract import activation_names
-
-PARAM_ORDER_NOTE = "state-dict order (= the order init draws them)"
-
 
 class StageError(Exception):
     """The module raised (or returned something unusable) in one stage of a run."""
@@ -34,12 +33,14 @@ def to_host(a):
 def _call(stage, step, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except Exception as exc:
-        raise StageError(stage, step, f"raised {type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit) as exc:   # SystemExit: a leftover exit() in the code under test
+        hint = " (an exit() or sys.exit() in the code under test?)" if isinstance(exc, SystemExit) else ""
+        raise StageError(stage, step, f"raised {type(exc).__name__}: {exc}{hint}") from exc
 
 
-def param_order(params):
-    return list(params)
+def _dev(xp, a):
+    """A fresh device copy of a host input: the code under test may write into what it is given."""
+    return xp.asarray(np.array(a, copy=True))
 
 
 def backward_order(param_names):
@@ -52,7 +53,7 @@ def run_sampler(module, tokens, batch_size, block_size, seed, calls):
     rng = np.random.Generator(np.random.PCG64(seed))
     xs, ys = [], []
     for s in range(calls):
-        out = _call("get_batch", s, module.get_batch, tokens, batch_size, block_size, rng)
+        out = _call("get_batch", s, module.get_batch, np.array(tokens, copy=True), batch_size, block_size, rng)
         try:
             x, y = out
             xs.append(np.asarray(to_host(x)))
@@ -92,14 +93,18 @@ def run_step0(module, config, params0, x, y, xp, dtype):
     {"activations": {canonical name: host array} (forward order, those the module provides),
      "loss": float, "grads": {name: host array} (backward order), "extra_grads": [...]}."""
     params = device_params(params0, xp, dtype)
-    out = _call("forward", 0, module.forward, params, xp.asarray(x), xp.asarray(y), config)
+    out = _call("forward", 0, module.forward, params, _dev(xp, x), _dev(xp, y), config)
     try:
         loss, cache = out
         loss = float(loss)
     except Exception as exc:
         raise StageError("forward", 0, f"did not return (loss, cache): {exc}") from exc
     acts = {n: to_host(cache[n]) for n in activation_names(config["n_layer"]) if n in cache}
-    grads = _call("backward", 0, module.backward, params, cache, config)
+    try:
+        grads = _call("backward", 0, module.backward, params, cache, config)
+    except StageError as exc:   # forward's results still count
+        exc.partial = {"activations": acts, "loss": loss}
+        raise
     if not isinstance(grads, dict):
         raise StageError("backward", 0, f"returned {type(grads).__name__}, not a dict of arrays")
     order = backward_order(params0)
@@ -123,14 +128,15 @@ def run_trajectory(module, config, hparams, params0, xs, ys, steps, checkpoints,
                        "grad_norm": np.array(norms), "params": snaps}
         raise
     return {"loss": np.array(losses), "lr": np.array(lrs), "grad_norm": np.array(norms),
-            "params": snaps}
+            "params": snaps, "state_dtypes": {k: str(getattr(v, "dtype", type(v).__name__))
+                                              for k, v in state.items()}}
 
 
 def _trajectory_loop(module, config, hparams, params, state, xs, ys, steps, checkpoints, xp,
                      losses, lrs, norms, snaps):
     for s in range(steps):
         lr = _call("lr_at", s, module.lr_at, s, hparams)
-        out = _call("forward", s, module.forward, params, xp.asarray(xs[s]), xp.asarray(ys[s]), config)
+        out = _call("forward", s, module.forward, params, _dev(xp, xs[s]), _dev(xp, ys[s]), config)
         try:
             loss, cache = out
             loss = float(loss)
@@ -175,7 +181,7 @@ def score_run(module, case, train, val, seed, steps, xp, dtype="float32", eval_s
         erng = np.random.Generator(np.random.PCG64([seed, 2]))
         losses = []
         for _ in range(case.eval_iters):
-            x, y = module.get_batch(val, B, T, erng)
+            x, y = _call("get_batch", step, module.get_batch, val, B, T, erng)
             losses.append(float(_call("forward", step, module.forward, params, xp.asarray(x),
                                       xp.asarray(y), cfg)[0]))
         return sum(losses) / len(losses)
@@ -189,7 +195,7 @@ def score_run(module, case, train, val, seed, steps, xp, dtype="float32", eval_s
         loss, cache = _call("forward", s, module.forward, params, xp.asarray(x), xp.asarray(y), cfg)
         grads = _call("backward", s, module.backward, params, cache, cfg)
         _call("adamw_step", s, module.adamw_step, params, grads, state, s,
-              module.lr_at(s, hp), hp)
+              _call("lr_at", s, module.lr_at, s, hp), hp)
     return out
 
 
@@ -220,3 +226,136 @@ def run_generate(module, case, params0, xp, dtype, kv_cache):
             raise StageError(stage, None, f"did not return (tokens, logits) with one token list per "
                                           f"prompt: {exc}") from exc
     return out
+
+
+# ----------------------------------------------------------------------------- jobs
+# What a worker process (harness/worker.py) runs: job(module, spec, inputs) -> (results, errors, meta)
+# with results {key: host numpy array}, errors {part: StageError}, meta plain JSON. The spec is plain
+# JSON (config, hparams, seeds, which backend); inputs are host arrays (copies, owned by the job).
+
+def backend_xp(backend):
+    """(xp, dtype) for "numpy-float64", "cupy-float32", ...; xp None (dtype: the reason) when the
+    backend cannot run here."""
+    name, dtype = backend.split("-")
+    if name == "numpy":
+        return np, dtype
+    from harness import env
+    cupy, why = env.gpu()
+    return (cupy, dtype) if cupy is not None else (None, why)
+
+
+def _numeric(results, errors, part_of):
+    """Drop results that are not plain numeric arrays, as a StageError of their part."""
+    for key in list(results):
+        v = results[key]
+        if isinstance(v, np.generic):
+            v = results[key] = np.asarray(v)
+        if not isinstance(v, np.ndarray) or v.dtype.kind not in "biuf":
+            del results[key]
+            part = part_of(key)
+            errors.setdefault(part, StageError(part, None, f"returned {key.split('/')[-1]} as "
+                                               f"{type(v).__name__} of dtype {getattr(v, 'dtype', '?')}, "
+                                               f"not a numeric array"))
+    return results
+
+
+def part_of(key):
+    """The stage a result key comes from: init / get_batch / lr_at / step0 / trajectory."""
+    if key.startswith("setup/"):
+        return key.split("/")[1]
+    return key.split("/")[0]
+
+
+def trajectory_job(module, spec, inputs):
+    """One backend's run of a trajectory case: setup checks (spec["setup"]: init in the backend's
+    dtype; in float64 also get_batch and lr_at), step 0 (activations, loss, grads), and spec["steps"]
+    training steps on the given batches with params after spec["checkpoints"]."""
+    xp, dtype = backend_xp(spec["backend"])
+    cfg, hp, setup = spec["config"], spec["hparams"], spec.get("setup") or {}
+    params0 = {k[len("params0/"):]: v for k, v in inputs.items() if k.startswith("params0/")}
+    xs, ys = inputs["x"], inputs["y"]
+    results, errors, meta = {}, {}, {}
+    if "init_seed" in setup:
+        try:
+            init = run_init(module, cfg, setup["init_seed"], xp, dtype)
+            results.update({f"setup/init/{k}": v for k, v in init.items()})
+        except StageError as exc:
+            errors["init"] = exc
+    if "sampler_seed" in setup:
+        try:
+            x, y = run_sampler(module, inputs["tokens"], setup["batch_size"], cfg["block_size"],
+                               setup["sampler_seed"], setup["calls"])
+            results["setup/get_batch/x"], results["setup/get_batch/y"] = x, y
+        except StageError as exc:
+            errors["get_batch"] = exc
+    if "lr_steps" in setup:
+        try:
+            results["setup/lr_at"] = run_lr(module, hp, setup["lr_steps"])
+        except StageError as exc:
+            errors["lr_at"] = exc
+    try:
+        s0 = run_step0(module, cfg, params0, xs[0], ys[0], xp, dtype)
+        results.update({f"step0/activations/{k}": v for k, v in s0["activations"].items()})
+        results["step0/loss"] = np.float64(s0["loss"])
+        results.update({f"step0/grads/{k}": v for k, v in s0["grads"].items()})
+        meta["extra_grads"] = s0["extra_grads"]
+    except StageError as exc:
+        errors["step0"] = exc
+        partial = getattr(exc, "partial", None)
+        if partial is not None:
+            results.update({f"step0/activations/{k}": v for k, v in partial["activations"].items()})
+            results["step0/loss"] = np.float64(partial["loss"])
+    checkpoints = [k for k in spec["checkpoints"] if k <= spec["steps"]]
+    try:
+        tr = run_trajectory(module, cfg, hp, params0, xs, ys, spec["steps"], checkpoints, xp, dtype)
+    except StageError as exc:
+        errors["trajectory"] = exc
+        tr = getattr(exc, "partial", None)
+    if tr is not None:
+        for q in ("loss", "lr", "grad_norm"):
+            results[f"trajectory/{q}"] = np.asarray(tr[q], dtype=np.float64)
+        for k, ps in tr["params"].items():
+            results.update({f"trajectory/params_after_{k}/{n}": v for n, v in ps.items()})
+        meta["state_dtypes"] = tr.get("state_dtypes", {})
+    return _numeric(results, errors, part_of), errors, meta
+
+
+def generate_job(module, spec, inputs):
+    """A generate case on one backend: every run, with and without the KV cache:
+    {run}/{tokens,logits}/{kv_cache,no_cache}."""
+    xp, dtype = backend_xp(spec["backend"])
+    params0 = {k[len("params0/"):]: v for k, v in inputs.items() if k.startswith("params0/")}
+    results, errors = {}, {}
+    for path, kv_cache in (("kv_cache", True), ("no_cache", False)):
+        try:
+            got = run_generate(module, SimpleNamespace(**spec), params0, xp, dtype, kv_cache)
+        except StageError as exc:
+            errors[path] = exc
+            continue
+        results.update({f"{run}/{q}/{path}": v for run, r in got.items() for q, v in r.items()})
+    return _numeric(results, errors, lambda key: key.rsplit("/", 1)[1]), errors, {}
+
+
+def score_job(module, spec, inputs):
+    """The score case's short run: {"val_loss@<step>": float64} at spec["eval_steps"]."""
+    xp, dtype = backend_xp(spec["backend"])
+    try:
+        out = score_run(module, SimpleNamespace(**spec), inputs["train"], inputs["val"], spec["seed"], spec["steps"], xp,
+                        dtype, spec["eval_steps"])
+    except StageError as exc:
+        return {}, {"score": exc}, {}
+    return {f"val_loss@{s}": np.float64(v) for s, v in out.items()}, {}, {}
+
+
+def check_job(module, spec, inputs):
+    """Import only: the contract was found (load_impl checked it)."""
+    return {}, {}, {}
+
+
+def fresh_job(module, spec, inputs):
+    from harness import fresh
+    return fresh.execute(module, spec, inputs)
+
+
+JOBS = {"check": check_job, "trajectory": trajectory_job, "generate": generate_job,
+        "score": score_job, "fresh": fresh_job}

@@ -3,6 +3,7 @@ trajectory; the generate case step by step) with tensor, step, shape, max abs er
 relative, ULPs or count), tolerance and verdict; failing rows are followed by their note (where, how many, got/expected).
 Passing runs of setup, trajectory and generate rows are folded into one line each unless full=True."""
 import math
+from dataclasses import dataclass
 
 
 def _num(x, metric=None):
@@ -103,32 +104,75 @@ def describe_failure(result):
            + (f" — {r.note}" if r.note and r.err is None else "")
 
 
-def summary(results):
-    """One line: the verdict, the first divergence (semantic tier first), and the counts."""
+@dataclass
+class Verdict:
+    """What decides verify's exit status: ok, the one summary line, and what did not run (in words)."""
+    ok: bool
+    line: str
+    not_run: list
+
+
+def _not_run(results):
+    """["score (tiny Shakespeare not found at ...)", "cupy-float32, cupy-float64 (cupy is not
+    installed)"]: every skipped gating tier or backend, with its reason, once per reason."""
+    by_reason = {}
+    for r in results:
+        if r.tier == "exact" or not r.skipped:
+            continue
+        what = r.backend or r.tier
+        reason = r.skipped.split(": ", 1)[1] if r.backend and r.skipped.startswith(r.backend + ":") \
+            else r.skipped
+        names = by_reason.setdefault(reason, [])
+        if what not in names:
+            names.append(what)
+    return [f"{', '.join(names)} ({reason})" for reason, names in by_reason.items()]
+
+
+def verdict(results, require=()):
+    """The verdict of a verify run: FAIL when a gating tier failed or a required tier/backend did not
+    run; the summary line names the first divergence (semantic tier first), the counts, and what did
+    not run, in words (a skip is never counted as a pass)."""
     gating = [r for r in results if r.tier != "exact" and not r.skipped]
     failed = [r for r in gating if r.failed]
     counts = {}
     for r in results:
         c = counts.setdefault(r.tier, [0, 0, 0])
         c[0 if r.skipped else (2 if r.failed else 1)] += 1
-    order = ("semantic", "backend", "score")
+    order = ("semantic", "backend", "score", "fresh")
     parts = []
     for t in order:
         if t in counts:
             skip, ok, bad = counts[t]
-            parts.append(f"{t} {ok}/{ok + bad} ok" + (f" ({skip} skipped)" if skip else ""))
+            if ok + bad:
+                parts.append(f"{t} {ok}/{ok + bad} ok")
     exact = [r for r in results if r.tier == "exact"]
     if exact:
         changed = [r.case for r in exact if r.info.startswith("bits changed")]
         same = [r.case for r in exact if r.info.startswith("bit-identical")]
-        skipped = [r for r in exact if r.skipped]
         if changed:
             parts.append(f"exact: bits changed in {', '.join(changed)} (information only)")
         elif same:
             parts.append(f"exact: bit-identical ({', '.join(same)})")
-        if skipped and not changed and not same:
-            parts.append(f"exact: skipped ({skipped[0].skipped.split(':')[0]})")
+        else:
+            parts.append("exact: no snapshot (python scripts/snapshot.py before an edit)")
+    not_run = _not_run(results)
+    missing = []
+    for want in require:
+        ran = [r for r in results if (r.tier == want or r.backend == want) and not r.skipped]
+        if not ran:
+            missing.append(want)
+    tail = ", ".join(parts) + (f"; not run: {'; '.join(not_run)}" if not_run else "")
     if failed:
         failed.sort(key=lambda r: order.index(r.tier) if r.tier in order else 9)
-        return f"verify: FAIL — first divergence: {describe_failure(failed[0])}; " + ", ".join(parts)
-    return "verify: OK — same function; " + ", ".join(parts)
+        return Verdict(False, f"verify: FAIL — first divergence: {describe_failure(failed[0])}; " + tail,
+                       not_run)
+    if missing:
+        return Verdict(False, f"verify: FAIL — required but not run: {', '.join(missing)}; " + tail, not_run)
+    if not gating:
+        return Verdict(False, "verify: FAIL — nothing was checked; " + tail, not_run)
+    return Verdict(True, "verify: OK — same function; " + tail, not_run)
+
+
+def summary(results):
+    """The verdict's one line."""
+    return verdict(results).line

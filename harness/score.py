@@ -16,7 +16,6 @@ import numpy as np
 from harness.cases import CaseDataError, golden_path, shakespeare_splits
 from harness.compare import Row, TierResult, fail_row
 from harness.golden import GoldenError, read_golden
-from harness.record import StageError, score_run
 
 
 def ensemble(golden, step, group="numpy-float32"):
@@ -73,7 +72,15 @@ def data_for(case, golden):
     return train, val
 
 
-def score_tier(module, case, tol, golden_dir=None, steps=None, seed=None):
+def score_spec(case, seed, steps, backend="numpy-float32"):
+    return {"config": case.config, "hparams": case.hparams, "batch_size": case.batch_size,
+            "eval_interval": case.eval_interval, "eval_iters": case.eval_iters, "seed": seed,
+            "steps": steps, "eval_steps": [steps], "backend": backend}
+
+
+def score_tier(impl, case, tol, golden_dir=None, steps=None, seed=None):
+    """impl: a file path (run in a worker process), or a module / runner (harness.tiers.subject)."""
+    from harness.tiers import run_job, subject
     t0 = time.perf_counter()
     res = TierResult("score", case.name)
     steps = case.short_steps if steps is None else steps
@@ -88,12 +95,19 @@ def score_tier(module, case, tol, golden_dir=None, steps=None, seed=None):
     except GoldenError as exc:
         res.rows = [fail_row("score", "golden", "golden file", str(exc))]
         return res
-    try:
-        out = score_run(module, case, train, val, seed, steps, np, "float32", eval_steps=[steps])
-    except StageError as exc:
-        res.rows = [fail_row("score", "score", "short run", str(exc), step=exc.step)]
+    job = run_job(subject(impl), "score", score_spec(case, seed, steps), {"train": train, "val": val},
+                  res, "score")
+    if job is None:
         return res
-    res.rows = check(case, golden, out[steps], seed, steps, tol)
+    if "score" in job.errors:
+        exc = job.errors["score"]
+        res.rows = [fail_row("score", "score", f"{exc.stage}()", exc.message, step=exc.step)]
+        return res
+    value = job.results.get(f"val_loss@{steps}")
+    if value is None or np.ndim(value) != 0:
+        res.rows = [fail_row("score", "score", "short run", "no val loss came back", step=steps)]
+        return res
+    res.rows = check(case, golden, float(value), seed, steps, tol)
     res.info = f"float32, seed {seed}, {steps} steps"
     res.seconds = time.perf_counter() - t0
     return res

@@ -1,15 +1,15 @@
-"""Run every tier this machine supports against the shipped golden files (scripts/verify.py is the
-command line; tests/test_golden.py drives the same functions)."""
+"""Run every tier this machine supports (scripts/verify.py is the command line; tests drive the same
+functions). The implementation runs in worker processes (harness/worker.py): this process only
+reads the golden files, runs reference/ where a bound needs it, and computes the verdicts."""
 from pathlib import Path
 
 from harness import tiers, tolerances
 from harness.cases import CASES
-from harness.compare import TierResult
+from harness.compare import TierResult, fail_row
 from harness.golden import GoldenError
-from harness.regen import ALL_BACKENDS, ORACLE
+from harness.tiers import BACKENDS, ORACLE
 
 TIERS = ("exact", "semantic", "backend", "score")
-BACKEND_BACKENDS = tuple(b for b in ALL_BACKENDS if b != ORACLE)
 
 
 def impl_size(path):
@@ -19,9 +19,21 @@ def impl_size(path):
             "characters": len(text)}
 
 
-def run(module, cases=None, tier_names=TIERS, golden_dir=None, snapshot_path=None, log=None):
-    """Returns a list of TierResult in report order (per case: exact, semantic, backend..., score)."""
-    tol = tolerances.load()
+def preflight(impl):
+    """Import the file in a worker and check the contract there. Returns None, or a TierResult with
+    the worker's failure (it exited, printed, hung at import); raises ContractError for a file that
+    lacks the contract or raises at import."""
+    res = TierResult("semantic", "import")
+    job = tiers.run_job(tiers.subject(impl), "check", {}, {}, res, "semantic")
+    return None if job is not None else res
+
+
+def run(impl, cases=None, tier_names=TIERS, golden_dir=None, snapshot_path=None, fresh_seed=None,
+        tol=None):
+    """Returns a list of TierResult in report order (per case: exact, semantic, backend..., score;
+    then the fresh tier). impl: a file path (each job in a worker process) or a runner/module."""
+    tol = tol or tolerances.load()
+    runner = tiers.subject(impl)
     cases = list(cases or CASES)
     out = []
     for name in cases:
@@ -29,38 +41,45 @@ def run(module, cases=None, tier_names=TIERS, golden_dir=None, snapshot_path=Non
         if case.kind == "score":
             if "score" in tier_names:
                 from harness import score
-                out.append(score.score_tier(module, case, tol, golden_dir))
+                out.append(score.score_tier(runner, case, tol, golden_dir))
             continue
         try:
             golden = tiers.load_case_golden(case, golden_dir)
         except GoldenError as exc:
+            if exc_is_fatal(exc):
+                raise
             for t in tier_names:
                 if t in ("semantic", "backend"):
                     r = TierResult(t, name)
-                    from harness.compare import fail_row
                     r.rows = [fail_row(t, "golden", "golden file", str(exc))]
                     out.append(r)
             continue
         if case.kind == "generate":   # semantic and backend tiers; no exact-tier snapshot
-            for b in (ORACLE,) + BACKEND_BACKENDS:
+            for b in (ORACLE,) + BACKENDS:
                 if ("semantic" if b == ORACLE else "backend") in tier_names:
-                    res = tiers.generate(module, case, golden, b, tol)[0]
-                    res.info = "" if b == ORACLE else b
-                    out.append(res)
+                    out.append(tiers.generate(runner, case, golden, b, tol)[0])
             continue
         sem_results, backend_results, ordered = {}, {}, []
         if "semantic" in tier_names or "exact" in tier_names:
-            res, sem_results = tiers.semantic(module, case, golden, tol)
+            res, sem_results = tiers.semantic(runner, case, golden, tol)
             if "semantic" in tier_names:
                 ordered.append(res)
         if "backend" in tier_names or "exact" in tier_names:
-            for b in BACKEND_BACKENDS:
-                res, backend_results[b] = tiers.backend(module, case, golden, b, tol)
-                res.info = b
+            for b in BACKENDS:
+                res, backend_results[b] = tiers.backend(runner, case, golden, b, tol)
                 if "backend" in tier_names:
                     ordered.append(res)
         if "exact" in tier_names:
             from harness import snapshot
             ordered.insert(0, snapshot.exact_tier(case, sem_results, backend_results, snapshot_path))
         out += ordered
+    if "fresh" in tier_names:
+        from harness import fresh
+        out += fresh.fresh_tier(runner, fresh_seed, tol)
     return out
+
+
+def exc_is_fatal(exc):
+    """A golden file that is corrupt or missing stops verify (exit 2: restore it), rather than being
+    one more failing row."""
+    return getattr(exc, "kind", None) in ("corrupt", "missing", "incomplete", "format")

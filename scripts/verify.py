@@ -12,15 +12,22 @@ Tiers (golden/README.md has the details):
   semantic  the main gate: float64 against the float64 golden: init, get_batch, lr_at, every
             activation and the loss at step 0, every gradient, the K-step trajectory (~1e-9)
   backend   float32 on numpy (and cupy on a GPU) against the float64 golden, step 0 and the first
-            steps; each error bounded by k x the reference's own numpy-float32 error + floor
+            steps; each error bounded by k x reference/'s own float32 error, run live on this
+            machine and backend, + floor; every result in float32 (an upcast FAILs)
   score     val loss of a short float32 run of the baby GPT on tiny Shakespeare against the
-            reference's 8-seed band (two-sided); skipped where ../shared/data/tinyshakespeare.txt
-            is absent
+            reference's 8-seed band (two-sided); not run where ../shared/data/tinyshakespeare.txt
+            is absent (the summary says so; --require score makes that a failure)
+  fresh     new small cases drawn from a printed seed (T < block_size, grad_clip 0, generation
+            settings the golden cases never reach) against reference/ run live, float64 and float32
 Per case, one table in check order (setup, forward, loss, backward in reverse of forward, then the
 trajectory step by step); passing setup and trajectory rows are folded (--full shows them all).
-Tolerances: golden/tolerances.json. Exit status 0 when every tier that ran passed, 1 otherwise,
-2 on a usage or contract error. The environment is pinned (OPENBLAS_NUM_THREADS=1, ...) before
-numpy loads, so the exact tier can compare bits.
+
+The implementation runs in worker processes, never in verify's own: a worker that exits, crashes,
+prints to stdout or passes --timeout is a FAIL, never a pass; its output is shown, never mixed into
+--json -. Tolerances: golden/tolerances.json. Exit status 0 when every tier that ran passed (and
+every --require'd tier or backend ran), 1 otherwise, 2 on a usage, contract, tolerance-table or
+golden-file error. The environment is pinned (OPENBLAS_NUM_THREADS=1, ...) before numpy loads, so
+the exact tier can compare bits.
 """
 import sys
 from pathlib import Path
@@ -36,7 +43,10 @@ import time  # noqa: E402
 
 from harness import report, verify  # noqa: E402
 from harness.cases import CASES  # noqa: E402
-from harness.contract import DEFAULT_IMPL, ContractError, load_impl  # noqa: E402
+from harness.contract import DEFAULT_IMPL, ContractError  # noqa: E402
+from harness.golden import GoldenError  # noqa: E402
+from harness.tolerances import ToleranceError, load as load_tolerances  # noqa: E402
+from harness.worker import DEFAULT_TIMEOUT  # noqa: E402
 
 
 def main(argv=None):
@@ -44,27 +54,63 @@ def main(argv=None):
     ap.add_argument("--impl", default=str(DEFAULT_IMPL), help="implementation file (default impl/gpt2.py)")
     ap.add_argument("--case", action="append", choices=list(CASES), help="only this case (repeatable)")
     ap.add_argument("--tier", action="append", choices=list(verify.TIERS), help="only this tier (repeatable)")
+    ap.add_argument("--require", action="append", default=[], metavar="WHAT",
+                    help="fail (exit 1) when WHAT did not run: a tier (score, fresh, backend, ...) or a "
+                         "backend (cupy-float32, ...); for CI, where a skip must not pass silently")
+    ap.add_argument("--fresh-seed", type=int, default=None, metavar="N",
+                    help="the fresh tier's seed (default: a new one each run, printed; repeat a run "
+                         "with the printed seed)")
+    ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                    help="wall-clock limit of each worker process that runs the implementation "
+                         "(default %(default)g s); a worker past it is killed and the run FAILs")
     ap.add_argument("--json", metavar="PATH", help="also write the full report as JSON ('-': stdout only)")
     ap.add_argument("--full", action="store_true", help="print every row (no folding of passing rows)")
     ap.add_argument("--golden-dir", default=None, help="folder of the golden files (default golden/)")
     args = ap.parse_args(argv)
+    known = set(verify.TIERS) | {"numpy-float32", "cupy-float32", "cupy-float64"}
+    bad = [r for r in args.require if r not in known]
+    if bad:
+        ap.error(f"--require {bad[0]}: not a tier or backend (one of {', '.join(sorted(known))})")
+    quiet = args.json == "-"
     t0 = time.perf_counter()
-    size = verify.impl_size(args.impl) if Path(args.impl).is_file() else None
+    if not Path(args.impl).is_file():
+        print(f"verify: contract error: {args.impl}: no such implementation file", file=sys.stderr)
+        return 2
+    size = verify.impl_size(args.impl)
     try:
-        module = load_impl(args.impl)
+        tol = load_tolerances()
+    except ToleranceError as exc:
+        print(f"verify: {exc}", file=sys.stderr)
+        return 2
+    from harness.worker import Isolated
+    runner = Isolated(args.impl, timeout=args.timeout)
+    try:
+        failed_import = verify.preflight(runner)
+        if failed_import is not None:
+            row = failed_import.rows[0]
+            print(f"verify: FAIL — {args.impl} could not be imported in a worker process: {row.note}",
+                  file=sys.stderr)
+            if failed_import.output:
+                print(failed_import.output, file=sys.stderr)
+            return 1
+        results = verify.run(runner, args.case, tuple(args.tier or verify.TIERS), args.golden_dir,
+                             fresh_seed=args.fresh_seed, tol=tol)
     except ContractError as exc:
         print(f"verify: contract error: {exc}", file=sys.stderr)
         return 2
-    results = verify.run(module, args.case, tuple(args.tier or verify.TIERS), args.golden_dir)
+    except GoldenError as exc:
+        print(f"verify: golden file error: {exc}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - t0
-    line = report.summary(results)
-    if args.json != "-":
+    verdict = report.verdict(results, args.require)
+    if not quiet:
         print(f"impl: {args.impl}: {size['lines']} lines, {size['non_blank_lines']} non-blank, "
               f"{size['characters']} characters")
         for r in results:
-            label = f"{r.case} — {r.tier}" + (f" [{r.info}]" if r.info and r.tier == "backend" else "")
+            label = f"{r.case} — {r.tier}" + (f" [{r.backend}]" if r.backend else "")
             head = r.info if r.tier == "exact" and r.info else r.verdict
-            print(f"\n== {label}: {head}" + (f" ({r.seconds:.1f} s)" if r.seconds else ""))
+            extra = f"; {r.info}" if r.info and r.tier != "exact" else ""
+            print(f"\n== {label}: {head}" + (f" ({r.seconds:.1f} s{extra})" if r.seconds else extra))
             if r.tier == "exact" and not r.skipped:
                 for row in r.rows[:10]:
                     print(f"  {row.name}: {row.note}")
@@ -75,18 +121,21 @@ def main(argv=None):
             first = r.first_failure()
             if first is not None:
                 print(f"  first divergence: {report.describe_failure(r)}")
-        print(f"\n{line} ({seconds:.1f} s)")
+            if r.output and r.failed:
+                print("  what the code under test printed:\n" + "\n".join(
+                    "    " + ln for ln in r.output.splitlines()[-20:]))
+        print(f"\n{verdict.line} ({seconds:.1f} s)")
     if args.json:
-        doc = {"verdict": "FAIL" if line.startswith("verify: FAIL") else "OK", "summary": line,
-               "impl": size, "seconds": round(seconds, 2), "environment": env.describe(),
-               "results": [r.as_dict() for r in results]}
+        doc = {"verdict": "OK" if verdict.ok else "FAIL", "summary": verdict.line,
+               "not_run": verdict.not_run, "impl": size, "seconds": round(seconds, 2),
+               "environment": env.describe(), "results": [r.as_dict() for r in results]}
         text = json.dumps(doc, indent=1, default=str)
-        if args.json == "-":
+        if quiet:
             print(text)
         else:
             from harness.data import atomic_write_bytes
             atomic_write_bytes(args.json, (text + "\n").encode())
-    return 1 if line.startswith("verify: FAIL") else 0
+    return 0 if verdict.ok else 1
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def test_generate_crash_and_early_stop_are_named(tmp_path, tol):
     c = CASES["generate"]
     res, _ = tiers.generate(load_impl(crash), c, tiers.load_case_golden(c), ORACLE, tol)
     row = res.first_failure()
-    assert row.name == "generate (kv cache)" and "AssertionError: boom" in row.note
+    assert row.name == "generate() (kv cache)" and "AssertionError: boom" in row.note
     assert not any(r.failed for r in res.rows if "no cache" in r.name)
     res, _ = tiers.generate(load_impl(short), c, tiers.load_case_golden(c), ORACLE, tol)
     row = res.first_failure()

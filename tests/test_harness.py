@@ -178,14 +178,19 @@ def test_regen_refuses_to_overwrite(tmp_path):
 
 
 def test_regen_reproduces_shipped_tiny(tmp_path):
-    """Regenerating tiny here gives the shipped values (to the semantic tolerance) and reports
-    tensor by tensor what changed."""
+    """Regenerating tiny here gives the shipped float64 values (to the semantic tolerance) and reports
+    tensor by tensor what changed. The numpy-float32 group is a record of the machine it was made on
+    (its values and error table move with the CPU's BLAS kernel: 29% on the error table between AMD
+    Haswell and Intel SkylakeX kernels), so only its presence is required here; the backend tier's
+    bound comes from reference/ run live, not from that record."""
     shutil.copy(golden_path("tiny"), tmp_path / "tiny.h5")
     lines = regenerate(TINY, ["numpy-float64", "numpy-float32"], force=True, golden_dir=tmp_path,
                        log=lambda m: None)
     assert any("step0/activations/emb" in ln for ln in lines)
+    assert any("numpy-float32/errors/values" in ln for ln in lines)
     for ln in lines:
-        if ln.lstrip().startswith("changed") and "rel " in ln:
+        name = ln.split()[1] if len(ln.split()) > 1 else ""
+        if ln.lstrip().startswith("changed") and "rel " in ln and not name.startswith("numpy-float32/"):
             assert float(ln.rsplit("rel ", 1)[1]) < 1e-9, ln
     read_golden(tmp_path / "tiny.h5", TINY)
 

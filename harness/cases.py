@@ -233,3 +233,28 @@ def shakespeare_splits(cache_dir=None):
     if not fresh:
         hdata.prepare(TINYSHAKESPEARE, out, mode="char", block_size=64)
     return hdata.load_split(out, "train"), hdata.load_split(out, "val"), sha
+
+
+def expected_datasets(case):
+    """Every dataset a correct golden file of `case` must hold, in the order regeneration writes
+    them (golden/README.md). Optional groups (cupy-*) and the float32 tensors stored beside the
+    numpy-float32 error table are extras a file may hold besides these."""
+    from harness.contract import activation_names
+    from reference.model import param_shapes
+    if case.kind == "score":
+        return ["val_loss/steps", "val_loss/seeds", "numpy-float32/val_loss"]
+    params = list(param_shapes(case.config))
+    errors = ["numpy-float32/errors/names", "numpy-float32/errors/values"]
+    if case.kind == "generate":
+        return (["inputs/prompts"] + [f"params0/{p}" for p in params]
+                + [f"numpy-float64/{run}/{q}" for run in case.runs for q in ("tokens", "logits")]
+                + errors)
+    o = "numpy-float64"
+    return (["inputs/tokens", "inputs/x", "inputs/y", "schedule/lr_at"]
+            + [f"params0/{p}" for p in params]
+            + [f"{o}/step0/activations/{a}" for a in activation_names(case.config["n_layer"])]
+            + [f"{o}/step0/loss"]
+            + [f"{o}/step0/grads/{p}" for p in reversed(params)]
+            + [f"{o}/trajectory/{q}" for q in ("loss", "lr", "grad_norm")]
+            + [f"{o}/trajectory/params_after_{k}/{p}" for k in case.checkpoints for p in params]
+            + errors)

@@ -5,16 +5,23 @@ Writing: all datasets go to a temp file beside the target, which is renamed over
 file is complete and closed, so an interrupted or failed write never leaves a broken golden file.
 Each dataset is gzip-compressed (with byte shuffling) and carries the sha256 of its content.
 
-Reading (`read_golden`) raises GoldenError with one line naming the file, what is wrong, and the
-command that regenerates it: missing, unreadable (truncated, corrupted, not HDF5), another format
-version, a case (config, seeds, hparams) different from harness/cases.py, a missing or corrupted
-dataset (sha256 mismatch).
+An interrupted write (SIGKILL) leaves its temp file; the next write of the same target removes
+the temp files of writers that are gone (`clean_stale_temps`).
+
+Reading (`read_golden`) raises GoldenError with one line naming the file, what is wrong, and what to
+do: missing, unreadable (truncated, corrupted, not HDF5), another format version, a case (config,
+seeds, hparams) different from harness/cases.py, a missing or corrupted dataset (sha256 mismatch).
+With a case, every dataset the case defines (harness.cases.expected_datasets) must be in the file,
+whatever its own `datasets` attribute lists. A missing or broken file is first advised to be
+restored from git (`git checkout golden/NAME.h5`), then to be regenerated; a file of another
+format version or case definition only to be regenerated.
 """
 import hashlib
 import json
 import os
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,7 +37,21 @@ GENERATING_SOURCES = ("reference/__init__.py", "reference/layers.py", "reference
 
 
 class GoldenError(Exception):
-    """A golden file that cannot be used, with a message naming the file and what is wrong."""
+    """A golden file that cannot be used, with a one-line message naming the file and what is wrong.
+
+    `kind` says which way (scripts map every GoldenError to exit status 2):
+    "missing" (no such file), "corrupt" (unreadable, truncated, not a nanoproof file, a dataset absent
+    or failing its sha256: restore the file from git), "format" (another format version),
+    "case-changed" (recorded for another case definition: regenerate), "refused" (regeneration
+    refused: no --force, an unknown backend, a recorded group it would drop, a group every file of
+    the case holds that it would not record), "invalid" (anything else)."""
+
+    def __init__(self, message, kind="invalid"):
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self):   # keeps `kind` across pickling (e.g. from a worker process)
+        return type(self), (str(self), self.kind)
 
 
 def dataset_sha256(a):
@@ -66,10 +87,58 @@ def provenance(command=None):
 
 # a seam for the tests: called after every dataset written to the temp file
 _after_dataset = None
+# this process's start, as far as temp files go: none of ours is older than this module's import
+_STARTED = time.time()
 
 
-def write_golden(path, attrs, datasets, group_attrs=None):
-    """Write a golden file atomically.
+def _writer_alive(tmp, path):
+    """Whether the process that made temp file `tmp` (named .NAME.PID.XXXX.tmp) may still be
+    writing it: True for another live PID (or one we may not signal), False for a dead one, None
+    when the name holds no PID (an older writer's) or ours (a reused PID): then its age decides."""
+    middle = tmp.name[len(f".{path.name}."):-len(".tmp")].split(".")
+    if len(middle) != 2 or not middle[0].isdigit():
+        return None
+    pid = int(middle[0])
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def clean_stale_temps(path, log=None):
+    """Remove the temp files an interrupted write of `path` left beside it (.NAME.h5.*.tmp): those
+    whose writer process is gone, or, without another writer's PID in the name, older than this
+    process (a temp file of a live writer, e.g. a concurrent regeneration, is left alone).
+    Says so in one line through `log`; returns the removed paths."""
+    path = Path(path)
+    removed, size = [], 0
+    if not path.parent.is_dir():
+        return removed
+    for tmp in sorted(path.parent.glob(f".{path.name}.*.tmp")):
+        try:
+            alive = _writer_alive(tmp, path)
+            st = tmp.stat()
+            if alive or (alive is None and st.st_mtime >= _STARTED):
+                continue
+            tmp.unlink()
+        except OSError:
+            continue
+        removed.append(tmp)
+        size += st.st_size
+    if removed and log is not None:
+        log(f"  removed {len(removed)} stale temp file(s) of an interrupted write of {path.name} "
+            f"({size / 2 ** 20:.1f} MB): {', '.join(t.name for t in removed)}")
+    return removed
+
+
+def write_golden(path, attrs, datasets, group_attrs=None, log=None):
+    """Write a golden file atomically (removing first what an interrupted write left: see
+    clean_stale_temps, which reports through `log`).
 
     attrs: root attributes (str/number values; dicts and lists are stored as JSON strings);
     datasets: {"group/sub/name": array}, in the order they should be read back;
@@ -77,7 +146,8 @@ def write_golden(path, attrs, datasets, group_attrs=None):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    clean_stale_temps(path, log)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:
         import h5py
@@ -122,7 +192,7 @@ class Golden:
 
     def groups(self):
         """Top-level groups that are backend recordings (e.g. numpy-float64)."""
-        return [g for g in self._groups if "-float" in g]
+        return [g for g in self._groups if "-float" in g and "/" not in g]
 
     def sub(self, prefix):
         """{name: array} of the datasets directly under `prefix/`, in written order."""
@@ -152,20 +222,26 @@ def _normalise(x):
 
 
 def read_golden(path, case=None, regen=None):
-    """Read and check a golden file. `case` (a harness.cases case) must equal the recorded one.
-    Raises GoldenError naming the file, the problem and `regen` (the regenerating command)."""
+    """Read and check a golden file. `case` (a harness.cases case) must equal the recorded one, and
+    every dataset it defines (harness.cases.expected_datasets) must be present and intact.
+    Raises GoldenError (with its `kind`) naming the file, the problem and what to do: restore a
+    missing or broken file with git, or run `regen` (the regenerating command; "-": none)."""
     import h5py
     path = Path(path)
     if regen is None and case is not None:
         from harness.cases import regen_command
         regen = regen_command(case.name)
-    fix = f"; regenerate it with: {regen}" if regen else ""
 
-    def fail(msg):
-        raise GoldenError(f"{path}: {msg}{fix}")
+    def fail(msg, kind="corrupt"):
+        advice = []
+        if case is not None and kind in ("missing", "corrupt"):
+            advice.append(f"restore it with `git checkout golden/{path.name}`")
+        if regen and regen != "-":
+            advice.append(f"regenerate it with: {regen}")
+        raise GoldenError(f"{path}: {msg}" + ("; " + ", or ".join(advice) if advice else ""), kind)
 
     if not path.is_file():
-        fail("no such golden file")
+        fail("no such golden file", "missing")
     try:
         f = h5py.File(path, "r")
     except Exception as exc:
@@ -180,20 +256,37 @@ def read_golden(path, case=None, regen=None):
             fail(f"not a {FORMAT} file (format attribute: {attrs.get('format')!r})")
         if attrs.get("format_version") != FORMAT_VERSION:
             fail(f"format version {attrs.get('format_version')!r}, this harness reads version "
-                 f"{FORMAT_VERSION}")
+                 f"{FORMAT_VERSION}", "format")
         if case is not None:
             want, got = _normalise(case.as_dict()), attrs.get("case")
             if got != want:
                 diffs = _dict_diff(got if isinstance(got, dict) else {}, want)
                 fail(f"recorded for a different case definition than harness/cases.py "
-                     f"({'; '.join(diffs[:4])}{' ...' if len(diffs) > 4 else ''})")
+                     f"({'; '.join(diffs[:4])}{' ...' if len(diffs) > 4 else ''})", "case-changed")
         names = attrs.get("datasets")
         if not isinstance(names, list):
             fail("lacks its list of datasets (attribute 'datasets')")
+        expected = []
+        if case is not None:
+            from harness.cases import expected_datasets
+            expected = expected_datasets(case)
+
+        def present(name):
+            try:
+                return isinstance(f.get(name), h5py.Dataset)
+            except Exception:
+                return False
+        missing = [n for n in dict.fromkeys(expected + names) if not present(n)]
+        if missing:
+            fail(f"lacks dataset {missing[0]}" if len(missing) == 1 else
+                 f"lacks {len(missing)} datasets: {', '.join(missing[:4])}"
+                 f"{f' ... (+{len(missing) - 4} more)' if len(missing) > 4 else ''}")
+        unlisted = [n for n in expected if n not in names]
+        if unlisted:
+            fail(f"its 'datasets' attribute omits {len(unlisted)} dataset(s) the case defines "
+                 f"({', '.join(unlisted[:4])}{' ...' if len(unlisted) > 4 else ''}): edited by hand?")
         data = {}
         for name in names:
-            if name not in f:
-                fail(f"lacks dataset {name}")
             try:
                 d = f[name]
                 value = d[()]

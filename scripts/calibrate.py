@@ -148,7 +148,11 @@ def main(argv=None):
     ap.add_argument("--write", action="store_true", help="store the measurements in golden/tolerances.json")
     args = ap.parse_args(argv)
     only = set(args.only or ["semantic", "backend", "score"])
-    tol = tolerances.load()
+    try:
+        tol = tolerances.load()
+    except tolerances.ToleranceError as exc:
+        print(f"calibrate.py: error: {exc}", file=sys.stderr)
+        return 2
     modules = rewrite_modules(args.impl)  # [0] is impl itself
     measured = {}
     if "semantic" in only:

@@ -6,11 +6,18 @@
 
 An existing file is never overwritten without --force; with --force the command prints what changed
 against the previous file, tensor by tensor (identical / changed with max|Δ| and relative error /
-new / removed). Files are written atomically (temp file + rename).
+new / removed). Files are written atomically (temp file + rename); temp files an interrupted run
+left beside the target are removed on the next run (it says so).
 
 Backends recorded: numpy-float64 (the oracle) and numpy-float32 always; cupy-float32 and
 cupy-float64 when cupy and a CUDA GPU are usable. On a machine without a GPU the previous file's
 cupy recordings are kept when neither the case nor the generating source changed.
+
+Refused before anything is computed, with one line each and exit status 2: an unknown case or
+backend, an existing file without --force, a --backends list without a group every file of the case
+holds (numpy-float64, numpy-float32), and dropping a group the existing file recorded (a backend not
+requested, or a GPU recording made stale by a changed source) unless --drop-group GROUP names it.
+Exit status: 0 written; 2 refused, or any other golden-file error; 1 a case's data is unavailable.
 
 The trajectory cases (tiny, gpt2-vocab) and the generate case (reference/sampling.py's greedy and sampled
 runs; refuses to write a case where float32 would pick other tokens than float64) take seconds. shakespeare-char trains the baby GPT in
@@ -31,7 +38,7 @@ import time  # noqa: E402
 
 from harness.cases import CASES, CaseDataError  # noqa: E402
 from harness.golden import GoldenError  # noqa: E402
-from harness.regen import ALL_BACKENDS, regenerate  # noqa: E402
+from harness.regen import ALL_BACKENDS, check_backends, check_regen, regenerate  # noqa: E402
 
 
 def main(argv=None):
@@ -42,6 +49,9 @@ def main(argv=None):
     ap.add_argument("--backends", default=",".join(ALL_BACKENDS),
                     help="comma-separated backends to record (unavailable ones are skipped; "
                          "default: %(default)s)")
+    ap.add_argument("--drop-group", action="append", default=[], metavar="GROUP",
+                    help="let the new file lack GROUP (e.g. cupy-float32) although the existing "
+                         "file recorded it; repeatable")
     ap.add_argument("--golden-dir", default=None, help="folder of the golden files (default golden/)")
     ap.add_argument("--quiet", action="store_true", help="print only changed tensors")
     args = ap.parse_args(argv)
@@ -49,15 +59,33 @@ def main(argv=None):
     unknown = [n for n in names if n not in CASES]
     if unknown:
         ap.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
+    backends = [b.strip() for b in args.backends.split(",")]
+    try:
+        check_backends(backends)
+        check_backends(args.drop_group, "group(s) to drop")
+    except GoldenError as exc:
+        print(f"regen_golden.py: error: {exc}", file=sys.stderr)
+        return 2
+    refusals = []
+    for name in names:   # every refusal before any case is regenerated
+        try:
+            check_regen(CASES[name], backends, args.force, args.golden_dir, args.drop_group,
+                        log=lambda m: None)
+        except GoldenError as exc:
+            refusals.append(f"{name}: error: {exc}")
+    if refusals:
+        print("\n".join(refusals), file=sys.stderr)
+        return 2
     status = 0
     for name in names:
         print(f"{name}: regenerating from reference/")
         t0 = time.perf_counter()
         try:
-            lines = regenerate(CASES[name], args.backends.split(","), args.force, args.golden_dir)
+            lines = regenerate(CASES[name], backends, args.force, args.golden_dir,
+                               drop_groups=args.drop_group)
         except (GoldenError, CaseDataError) as exc:
             print(f"{name}: error: {exc}", file=sys.stderr)
-            status = 1
+            status = max(status, 2 if isinstance(exc, GoldenError) else 1)
             continue
         changed = [ln for ln in lines if not ln.lstrip().startswith("identical")]
         for ln in (changed if args.quiet else lines):

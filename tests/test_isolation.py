@@ -1,0 +1,148 @@
+"""The judge cannot be ended or rewritten by the code it judges (harness/worker.py).
+
+Each fake below is a contract file that tries to make verify say OK, or to end it with status 0,
+without computing GPT-2: it exits inside forward, exits at import (sys.exit, os._exit), registers an
+atexit hook that exits 0 after a FAIL, monkeypatches the harness's verdict, loops for ever, prints
+into `--json -`. Each must make scripts/verify.py exit non-zero with a one-line reason. The fakes wrap
+reference/ (not impl/gpt2.py, whose text users edit), so they are correct GPT-2s except for the trick.
+"""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from harness import tiers, tolerances
+from harness.cases import CASES
+from harness.contract import REPO_ROOT
+from harness.worker import Isolated
+
+VERIFY = REPO_ROOT / "scripts" / "verify.py"
+
+HEAD = f"""\
+import sys
+sys.path.insert(0, {str(REPO_ROOT)!r})
+import reference as _ref
+from reference import init, forward, backward, adamw_step, lr_at, get_batch, generate
+"""
+
+FAKES = {
+    "exit in forward": (HEAD + """
+def forward(params, idx, targets, config):
+    exit()
+""", "forward() — raised SystemExit"),
+    "sys.exit(0) at import": (HEAD + "sys.exit(0)\n", "exited with status 0 before reporting any results"),
+    "os._exit(0) at import": (HEAD + "import os\nos._exit(0)\n",
+                              "exited with status 0 before reporting any results"),
+    "atexit os._exit(0) after a changed loss": (HEAD + """
+import atexit, os
+atexit.register(lambda: os._exit(0))
+def forward(params, idx, targets, config):
+    loss, cache = _ref.forward(params, idx, targets, config)
+    return (None if loss is None else loss * (1 + 1e-6)), cache
+""", "tiny: semantic tier, loss, step 0: loss (rel err"),
+    "monkeypatched verdict, every function raises": ("""\
+import harness.compare, harness.report
+harness.compare.TierResult.failed = property(lambda self: False)
+harness.report.verdict = lambda *a, **k: None
+def _raise(*args, **kwargs):
+    raise RuntimeError("no model here")
+init = forward = backward = adamw_step = lr_at = get_batch = generate = _raise
+""", "init() — raised RuntimeError: no model here"),
+    "killed by a signal": (HEAD + """
+import os, signal
+def backward(params, cache, config):
+    os.kill(os.getpid(), signal.SIGKILL)
+""", "was killed by signal 9 before reporting any results"),
+}
+
+
+def verify(impl, *args, timeout=120):
+    return subprocess.run([sys.executable, str(VERIFY), "--impl", str(impl), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def last_line(proc):
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+@pytest.mark.parametrize("name", list(FAKES))
+def test_fake_cannot_pass_or_end_verify(tmp_path, name):
+    text, reason = FAKES[name]
+    path = tmp_path / "fake.py"
+    path.write_text(text)
+    proc = verify(path, "--case", "tiny", "--tier", "semantic")
+    assert proc.returncode != 0, proc.stdout[-2000:] + proc.stderr
+    line = last_line(proc)
+    assert line.startswith("verify: FAIL"), line
+    assert reason in line, line
+
+
+def test_endless_loop_times_out(tmp_path):
+    path = tmp_path / "loop.py"
+    path.write_text(HEAD + "\ndef forward(params, idx, targets, config):\n    while True:\n        pass\n")
+    proc = verify(path, "--case", "tiny", "--tier", "semantic", "--timeout", "3")
+    assert proc.returncode == 1
+    assert "run: the code under test — timed out after 3 s" in last_line(proc), last_line(proc)
+
+
+def test_printing_impl_fails_and_never_corrupts_json(tmp_path):
+    """A file that prints (here: a lot, in forward) cannot corrupt `--json -`: stdout holds only the
+    JSON document, which records the failure and what was printed."""
+    path = tmp_path / "loud.py"
+    path.write_text(HEAD + textwrap.dedent("""
+        def forward(params, idx, targets, config):
+            print("x" * 10000)
+            return _ref.forward(params, idx, targets, config)
+    """))
+    proc = verify(path, "--case", "tiny", "--tier", "semantic", "--json", "-")
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    assert doc["verdict"] == "FAIL"
+    assert "printed" in doc["summary"] and "to stdout" in doc["summary"]
+    assert "xxxx" in doc["results"][0]["output"]
+
+
+def test_writing_into_inputs_cannot_corrupt_the_golden_inputs(tmp_path):
+    """A forward that writes into its idx, in this process (InProcess): the golden inputs are handed
+    over as copies, so the sampler check still sees the recorded batches and passes."""
+    from harness.worker import InProcess
+    import reference
+    import types
+    mod = types.SimpleNamespace(**{n: getattr(reference, n) for n in
+                                   ("init", "backward", "adamw_step", "lr_at", "get_batch", "generate")})
+
+    def forward(params, idx, targets, config):
+        out = reference.forward(params, idx.copy(), targets, config)
+        idx[...] = 0
+        return out
+    mod.forward = forward
+    case = CASES["tiny"]
+    golden = tiers.load_case_golden(case)
+    before = golden.data["inputs/x"].copy()
+    res, _ = tiers.semantic(InProcess(mod), case, golden, tolerances.load())
+    assert not res.failed, res.first_failure()
+    assert (golden.data["inputs/x"] == before).all()
+
+
+def test_parent_never_imports_the_implementation(tmp_path):
+    path = tmp_path / "marker_impl.py"
+    path.write_text(HEAD + "import builtins\nbuiltins.NANOPROOF_MARKER_IMPORTED = True\n")
+    case = CASES["tiny"]
+    res, _ = tiers.semantic(Isolated(path), case, tiers.load_case_golden(case), tolerances.load())
+    assert not res.failed, res.first_failure()
+    import builtins
+    assert not hasattr(builtins, "NANOPROOF_MARKER_IMPORTED")
+    assert not [m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == str(path)]
+
+
+def test_reference_wrapper_passes(tmp_path):
+    """The fakes' base (reference/ re-exported as a contract file) passes in a worker: each fake
+    above fails because of its trick, not because of the wrapper."""
+    path = tmp_path / "ref.py"
+    path.write_text(HEAD)
+    proc = verify(path, "--case", "tiny", "--case", "generate", "--tier", "semantic", "--tier", "backend")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert last_line(proc).startswith("verify: OK — same function")

@@ -337,14 +337,13 @@ def take_snapshot(module, path, impl_path):
     """The exact tier's baseline of the unmodified impl, written to `path` (a temporary file)."""
     from harness import snapshot, tiers, tolerances
     from harness.cases import CASES, TRAJECTORY_CASES
-    from harness.verify import BACKEND_BACKENDS
     tol = tolerances.load()
     per_case = {}
     for name in TRAJECTORY_CASES:
         case = CASES[name]
         golden = tiers.load_case_golden(case)
         _, sem = tiers.semantic(module, case, golden, tol)
-        back = {b: tiers.backend(module, case, golden, b, tol)[1] for b in BACKEND_BACKENDS}
+        back = {b: tiers.backend(module, case, golden, b, tol)[1] for b in tiers.BACKENDS}
         per_case[name] = snapshot.hashes(sem, back)
     return snapshot.write(path, impl_path, per_case)
 

@@ -305,6 +305,23 @@ def compare_rows(tier, case, golden, job, dtype, check_for, setup=("init", "get_
 
 # ----------------------------------------------------------------------------- backend
 
+def collect(impl, case, golden, backend):
+    """(results, errors) of the implementation's trajectory run on one backend (no setup checks);
+    raises WorkerFailure when its worker fails (scripts/compare_backends.py)."""
+    job = subject(impl).run("trajectory", trajectory_spec(case, backend, setup=False), trajectory_inputs(golden))
+    return job.results, job.errors
+
+
+def recorded_errors(golden, group):
+    """{key: error vs the oracle} recorded for a backend group at regeneration (a record of the
+    machine it was made on), or None."""
+    names = golden.data.get(f"{group}/errors/names")
+    values = golden.data.get(f"{group}/errors/values")
+    if names is None or values is None:
+        return None
+    return {n.decode() if isinstance(n, bytes) else str(n): float(v) for n, v in zip(names, values)}
+
+
 def backend_skip(backend_name):
     """Why a backend cannot run here, or ""."""
     xp, why = backend_xp(backend_name)

@@ -21,8 +21,9 @@ import argparse  # noqa: E402
 from harness import tiers  # noqa: E402
 from harness.cases import CASES, TRAJECTORY_CASES  # noqa: E402
 from harness.compare import record_errors  # noqa: E402
-from harness.contract import DEFAULT_IMPL, load_impl  # noqa: E402
-from harness.regen import backend_module  # noqa: E402
+from harness.contract import DEFAULT_IMPL, ContractError, load_reference  # noqa: E402
+from harness.record import backend_xp  # noqa: E402
+from harness.worker import InProcess, Isolated, WorkerFailure  # noqa: E402
 
 
 def _errors(results, golden):
@@ -39,16 +40,21 @@ def main(argv=None):
     args = ap.parse_args(argv)
     case = CASES[args.case]
     golden = tiers.load_case_golden(case)
-    impl = load_impl(args.impl)
+    impl = Isolated(args.impl)   # the implementation runs in worker processes, as in verify
     np_name, cp_name = f"numpy-{args.dtype}", f"cupy-{args.dtype}"
     columns = {}
-    res, _ = tiers.collect(impl, case, golden, np_name) if args.dtype == "float32" else \
-        tiers.collect(impl, case, golden, "numpy-float64")
+    try:
+        res, _ = tiers.collect(impl, case, golden, np_name)
+    except (WorkerFailure, ContractError) as exc:
+        print(f"compare_backends: {args.impl}: {exc}", file=sys.stderr)
+        return 1
     columns[f"{np_name} (impl, here)"] = _errors(res, golden)
+    columns[f"{np_name} (reference, here)"] = _errors(tiers.collect(InProcess(load_reference()), case, golden,
+                                                                    np_name)[0], golden)
     rec = tiers.recorded_errors(golden, np_name)
     if rec:
         columns[f"{np_name} (reference, recorded)"] = rec
-    xp, why = backend_module(cp_name)
+    xp, why = backend_xp(cp_name)
     if xp is not None:
         res, _ = tiers.collect(impl, case, golden, cp_name)
         columns[f"{cp_name} (impl, here)"] = _errors(res, golden)

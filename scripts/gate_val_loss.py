@@ -25,7 +25,7 @@ import argparse  # noqa: E402
 
 from harness import score, tolerances  # noqa: E402
 from harness.cases import CASES, SCORE_CASES  # noqa: E402
-from harness.contract import DEFAULT_IMPL, ContractError, load_impl  # noqa: E402
+from harness.contract import DEFAULT_IMPL, ContractError  # noqa: E402
 from harness.golden import GoldenError  # noqa: E402
 
 
@@ -38,7 +38,12 @@ def main(argv=None):
                                              "(default: the case's short_steps)")
     ap.add_argument("--seed", type=int, help="seed of the run (default: the case's verify_seed)")
     args = ap.parse_args(argv)
-    case, tol = CASES[args.case], tolerances.load()
+    try:
+        tol = tolerances.load()
+    except tolerances.ToleranceError as exc:
+        print(f"gate_val_loss: {exc}", file=sys.stderr)
+        return 2
+    case = CASES[args.case]
     step = args.step if args.step is not None else case.short_steps
     seed = args.seed if args.seed is not None else case.verify_seed
     if args.value is not None:
@@ -50,12 +55,14 @@ def main(argv=None):
             return 1
         skipped = ""
     else:
-        try:
-            module = load_impl(args.impl)
+        if not Path(args.impl).is_file():
+            print(f"gate_val_loss: contract error: {args.impl}: no such implementation file", file=sys.stderr)
+            return 2
+        try:   # the implementation runs in a worker process, as in verify
+            res = score.score_tier(args.impl, case, tol, steps=step, seed=seed)
         except ContractError as exc:
             print(f"gate_val_loss: contract error: {exc}", file=sys.stderr)
             return 2
-        res = score.score_tier(module, case, tol, steps=step, seed=seed)
         rows, skipped = res.rows, res.skipped
     if skipped:
         print(f"gate_val_loss: SKIP: {case.name}: {skipped}")

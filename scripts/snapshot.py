@@ -21,9 +21,10 @@ import argparse  # noqa: E402
 
 from harness import snapshot, tiers, tolerances  # noqa: E402
 from harness.cases import CASES, TRAJECTORY_CASES  # noqa: E402
-from harness.contract import DEFAULT_IMPL, ContractError, load_impl  # noqa: E402
+from harness.contract import DEFAULT_IMPL, ContractError  # noqa: E402
 from harness.golden import GoldenError  # noqa: E402
-from harness.verify import BACKEND_BACKENDS  # noqa: E402
+from harness.tiers import BACKENDS  # noqa: E402
+from harness.worker import Isolated  # noqa: E402
 
 
 def main(argv=None):
@@ -31,12 +32,15 @@ def main(argv=None):
     ap.add_argument("--impl", default=str(DEFAULT_IMPL), help="implementation file (default impl/gpt2.py)")
     ap.add_argument("--out", default=str(snapshot.SNAPSHOT_PATH), help="snapshot file (default %(default)s)")
     args = ap.parse_args(argv)
-    try:
-        module = load_impl(args.impl)
-    except ContractError as exc:
-        print(f"snapshot: contract error: {exc}", file=sys.stderr)
+    if not Path(args.impl).is_file():
+        print(f"snapshot: contract error: {args.impl}: no such implementation file", file=sys.stderr)
         return 2
-    tol = tolerances.load()
+    module = Isolated(args.impl)   # the implementation runs in worker processes, as in verify
+    try:
+        tol = tolerances.load()
+    except tolerances.ToleranceError as exc:
+        print(f"snapshot: {exc}", file=sys.stderr)
+        return 2
     per_case = {}
     for name in TRAJECTORY_CASES:
         case = CASES[name]
@@ -45,8 +49,16 @@ def main(argv=None):
         except GoldenError as exc:
             print(f"snapshot: {exc}", file=sys.stderr)
             return 1
-        _, sem = tiers.semantic(module, case, golden, tol)
-        back = {b: tiers.backend(module, case, golden, b, tol)[1] for b in BACKEND_BACKENDS}
+        try:
+            res, sem = tiers.semantic(module, case, golden, tol)
+            back = {b: tiers.backend(module, case, golden, b, tol)[1] for b in BACKENDS}
+        except ContractError as exc:
+            print(f"snapshot: contract error: {exc}", file=sys.stderr)
+            return 2
+        if res.output and not sem:
+            print(f"snapshot: {name}: the implementation's worker failed: {res.first_failure().note}",
+                  file=sys.stderr)
+            return 1
         per_case[name] = snapshot.hashes(sem, back)
         print(f"{name}: {len(per_case[name])} results hashed")
     data = snapshot.write(args.out, args.impl, per_case)

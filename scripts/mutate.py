@@ -32,9 +32,23 @@ env.pin()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 
 from harness import mutate  # noqa: E402
 from harness.contract import DEFAULT_IMPL  # noqa: E402
+
+
+def blas_kernel():
+    """The BLAS kernel this process runs, as threadpoolctl reports it: float32 results, and so the
+    backend tier's verdicts, depend on it (OPENBLAS_CORETYPE=Haswell, Sandybridge, ... selects another)."""
+    try:
+        import numpy  # noqa: F401  (loads the BLAS)
+        import threadpoolctl
+    except ImportError:
+        return "unknown (threadpoolctl is not installed)"
+    libs = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+    return ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture') or ''}".strip()
+                     for i in libs) or "none found"
 
 
 def main(argv=None):
@@ -82,8 +96,11 @@ def main(argv=None):
         print(f"mutate: {exc.args[0]}", file=sys.stderr)
         return 2
     doc = mutate.run_catalog(entries, tiers, args.impl, log=log)
+    doc["blas"] = blas_kernel()
     if args.report or not args.json:
         print("\n".join(mutate.format_report(doc)))
+        print(f"BLAS: {doc['blas']}" + (f" (OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']})"
+                                        if os.environ.get("OPENBLAS_CORETYPE") else ""))
     if args.json == "-":
         print(json.dumps(doc, indent=1, default=str))
     elif args.json:

@@ -33,6 +33,8 @@ def _line(cells, widths):
 
 
 def _fold_key(r):
+    if r.tier == "fresh":   # one line per drawn case: its key's first part ("case0", "gen1", "init2")
+        return ("fresh", (r.key or r.name).split("/")[0], r.name.rsplit(": ", 1)[0])
     if r.section == "setup":
         return ("setup", r.name.split(" ")[0])
     if r.section == "trajectory":
@@ -61,7 +63,9 @@ def table(result, full=False):
                 worst = max(group, key=lambda g: -1 if g.err is None else
                             (g.err / g.tol if g.tol else g.err))
                 names = ", ".join(dict.fromkeys(g.name.split(" (after")[0] for g in group))
-                if key[0] == "setup":
+                if key[0] == "fresh":
+                    label = f"{key[2]} ({len(group)} checks)"
+                elif key[0] == "setup":
                     label = f"{key[1]} ({len(group)} tensors)"
                 elif key[2] == "params":
                     label = f"params after {key[1]} updates ({len(group)} tensors)"

@@ -9,7 +9,7 @@ from harness.compare import TierResult, fail_row
 from harness.golden import GoldenError
 from harness.tiers import BACKENDS, ORACLE
 
-TIERS = ("exact", "semantic", "backend", "score")
+TIERS = ("exact", "semantic", "backend", "score", "fresh")
 
 
 def impl_size(path):

@@ -106,10 +106,13 @@ def main(argv=None):
     if not quiet:
         print(f"impl: {args.impl}: {size['lines']} lines, {size['non_blank_lines']} non-blank, "
               f"{size['characters']} characters")
+        shown = set()
         for r in results:
             label = f"{r.case} — {r.tier}" + (f" [{r.backend}]" if r.backend else "")
             head = r.info if r.tier == "exact" and r.info else r.verdict
-            extra = f"; {r.info}" if r.info and r.tier != "exact" else ""
+            extra = f"; {r.info}" if r.info and r.tier != "exact" and not r.skipped \
+                and (r.case, r.info) not in shown else ""
+            shown.add((r.case, r.info))
             print(f"\n== {label}: {head}" + (f" ({r.seconds:.1f} s{extra})" if r.seconds else extra))
             if r.tier == "exact" and not r.skipped:
                 for row in r.rows[:10]:

@@ -146,3 +146,34 @@ def test_reference_wrapper_passes(tmp_path):
     proc = verify(path, "--case", "tiny", "--case", "generate", "--tier", "semantic", "--tier", "backend")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert last_line(proc).startswith("verify: OK — same function")
+
+
+def test_replaying_the_recorded_cases_fails_the_fresh_tier(tmp_path):
+    """A file that is right on every recorded case and computes nothing elsewhere (a lookup table
+    of the golden files, in effect: here reference/ behind a check of the case's config) passes the
+    golden tiers, and verify still FAILs it: the fresh tier draws cases no file can have recorded."""
+    path = tmp_path / "lookup.py"
+    path.write_text("import numpy as _np\n" + HEAD + f"""
+_RECORDED = {[dict(c.config) for c in CASES.values()]!r}
+
+def _recorded(config):
+    return dict(config) in _RECORDED
+
+def forward(params, idx, targets, config):
+    if _recorded(config):
+        return _ref.forward(params, idx, targets, config)
+    return 0.0, {{}}
+
+def generate(params, prompts, n_tokens, config, **kwargs):
+    if _recorded(config):
+        return _ref.generate(params, prompts, n_tokens, config, **kwargs)
+    return [[] for _ in prompts], _np.zeros((len(prompts), 0, config["vocab_size"]))
+""")
+    golden_only = verify(path, "--tier", "semantic", "--tier", "backend", "--case", "tiny",
+                         "--case", "gpt2-vocab", "--case", "generate")
+    assert golden_only.returncode == 0, golden_only.stdout[-3000:]
+    proc = verify(path, "--tier", "semantic", "--tier", "backend", "--tier", "fresh", "--case", "tiny",
+                  "--fresh-seed", "7")
+    assert proc.returncode == 1
+    line = last_line(proc)
+    assert line.startswith("verify: FAIL — first divergence: fresh (seed 7): fresh tier"), line

@@ -33,8 +33,12 @@ def test_smoke_prints_the_table_and_writes_json(tmp_path):
         d = res["impls"][name]
         ms = d["ms_per_iter"]
         assert 0 < ms["min"] <= ms["median"] <= ms["max"]
-        assert d["gflops"] == pytest.approx(res["flops_per_iter"] / ms["median"] / 1e6)
-        assert d["fraction_of_sgemm"] == pytest.approx(d["gflops"] / res["sgemm_gflops"]["median"])
+        # the printed row carries the JSON's numbers (the table is made from the results, not apart)
+        printed = rows[name]
+        assert float(printed[printed.index("impl" if name == "impl" else "reference") + 1]) == \
+            pytest.approx(ms["median"], rel=0.01, abs=0.06)
+        # physically possible: no model step beats the machine's own sgemm rate by half again
+        assert 0 < d["fraction_of_sgemm"] < 1.5, d
         assert d["peak_rss_mb"] >= d["base_rss_mb"] > 0
     assert "ratio_impl_over_torch" not in res
     assert not list(tmp_path.glob("*.tmp")), "the JSON is written atomically"
@@ -61,7 +65,22 @@ def test_profile_splits_each_phase(impl):
     data = np.arange(1000, dtype=np.uint16) % cfg["vocab_size"]
     prof = bench.profile(impl, cfg, 2, data, iters=2)
     assert set(prof["phases"]) == {"get_batch", "forward", "backward", "adamw_step"}
-    for d in prof["phases"].values():
-        assert d["matmul_ms"] + d["python_ms"] + d["elementwise_ms"] >= d["total_ms"] * (1 - 1e-9)
+    # matmuls are attributed to the phases that make them: none in get_batch or adamw_step
+    assert prof["phases"]["get_batch"]["matmul_ms"] == prof["phases"]["adamw_step"]["matmul_ms"] == 0
+    assert prof["phases"]["forward"]["matmul_ms"] > 0 and prof["phases"]["backward"]["matmul_ms"] > 0
     assert set(prof["matmul_by_layer_ms"]) == {"attn.c_attn", "attn.scores", "attn.att@v", "attn.c_proj",
                                                "mlp.c_fc", "mlp.c_proj", "lm_head"}
+
+
+@pytest.mark.parametrize("name", list(bench.CONFIGS))
+def test_profiled_matmuls_are_the_analytic_flops(name):
+    """The profiler's list of matmuls (bench.matmuls) and the FLOP count (bench.flops_per_iter) are
+    two separate derivations: their FLOPs must agree, and backward must do twice forward's (dx and
+    dW for every forward matmul)."""
+    cfg, B = bench.model_config(name), bench.CONFIGS[name]["batch_size"]
+    flops = {}
+    for phase, _, b, M, K, N in bench.matmuls(cfg, B):
+        flops[phase] = flops.get(phase, 0) + 2 * b * M * K * N
+    assert set(flops) == {"forward", "backward"}
+    assert flops["backward"] == 2 * flops["forward"]
+    assert flops["forward"] + flops["backward"] == bench.flops_per_iter(cfg, B)

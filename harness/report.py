@@ -33,12 +33,17 @@ def _line(cells, widths):
 
 
 def _fold_key(r):
+    """Which passing rows fold into one line, from the row's key (its golden path), never from its
+    printed name: setup rows per stage, trajectory rows per step (params apart from scalars),
+    generate rows per step, fresh rows per drawn case. The label is the key's last field."""
+    key = r.key or ""
     if r.tier == "fresh":   # one line per drawn case: its key's first part ("case0", "gen1", "init2")
-        return ("fresh", (r.key or r.name).split("/")[0], r.name.rsplit(": ", 1)[0])
-    if r.section == "setup":
-        return ("setup", r.name.split(" ")[0])
-    if r.section == "trajectory":
-        return ("trajectory", r.step, "params" if "(after" in r.name else "scalars")
+        return ("fresh", key.split("/")[0], r.name.rsplit(": ", 1)[0])
+    if key.startswith("setup/"):
+        return ("setup", key.split("/")[1])
+    if key.startswith("trajectory/"):
+        params = key.startswith("trajectory/params_after_")
+        return ("trajectory", r.step, "params" if params else "scalars")
     if r.section == "generate":
         return ("generate", r.step, "steps")
     return None
@@ -62,7 +67,7 @@ def table(result, full=False):
             if len(group) > 1:
                 worst = max(group, key=lambda g: -1 if g.err is None else
                             (g.err / g.tol if g.tol else g.err))
-                names = ", ".join(dict.fromkeys(g.name.split(" (after")[0] for g in group))
+                names = ", ".join(dict.fromkeys(g.key.split("@")[0].rsplit("/", 1)[-1] for g in group))
                 if key[0] == "fresh":
                     label = f"{key[2]} ({len(group)} checks)"
                 elif key[0] == "setup":

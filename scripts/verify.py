@@ -142,4 +142,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:   # `verify | head`: the reader left; the verdict is in the exit status
+        sys.stderr.close()
+        sys.exit(1)

@@ -99,6 +99,7 @@ class Row:
     note: str = ""
     backend: str = ""
     key: str = ""             # the result key (golden path) it checks, when it checks one
+    entry: str = ""           # the golden/tolerances.json entry its tolerance comes from ("" if none)
 
     @property
     def failed(self):

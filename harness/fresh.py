@@ -606,6 +606,8 @@ class _Judge:
         row.backend = self.backend
         if key is not None:
             row.key = key
+        if row.tol is not None and not row.entry:
+            row.entry = entry_of(row) or ""
         if dtype_checked and got is not None:
             note = tiers.dtype_note(got, self.dtype)
             if note:

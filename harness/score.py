@@ -39,7 +39,7 @@ def check(case, golden, observed, seed, step, tol, tier="score"):
     rows = []
     r = Row(tier, "score", f"val loss vs {len(values)}-seed band", step, (), metric="sigma",
             max_abs=abs(observed - mean), err=abs(observed - mean) / sigma if sigma > 0 else math.inf,
-            tol=tol["score.band_sigmas"]["value"])
+            tol=tol["score.band_sigmas"]["value"], entry="score.band_sigmas")
     lo, hi = mean - half, mean + half
     r.note = f"observed {observed:.4f}, expected band [{lo:.4f}, {hi:.4f}] (mean {mean:.4f}, sigma {sigma:.4f})"
     if not (lo <= observed <= hi):  # NaN fails
@@ -49,7 +49,7 @@ def check(case, golden, observed, seed, step, tol, tier="score"):
         ref = float(values[list(seeds).index(seed)])
         d = abs(observed - ref)
         r2 = Row(tier, "score", f"val loss vs reference seed {seed}", step, (), metric="abs",
-                 max_abs=d, err=d, tol=tol["score.same_seed"]["value"])
+                 max_abs=d, err=d, tol=tol["score.same_seed"]["value"], entry="score.same_seed")
         r2.note = f"observed {observed:.5f}, reference {ref:.5f}"
         if not (d <= r2.tol):
             r2.verdict = "FAIL"

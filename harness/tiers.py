@@ -231,13 +231,14 @@ def semantic(impl, case, golden, tol):
 
 
 def _semantic_check(key, tol):
-    entry = tol[tolerances.semantic_key(key.split("@")[0])]
-    return entry["metric"], entry["value"]
+    name = tolerances.semantic_key(key.split("@")[0])
+    return tol[name]["metric"], tol[name]["value"], name
 
 
 def compare_rows(tier, case, golden, job, dtype, check_for, setup=("init", "get_batch", "lr_at"),
                  backend="", max_steps=None):
-    """Rows for every expected key, in order. check_for(key, ref) -> (metric, tolerance)."""
+    """Rows for every expected key, in order. check_for(key, ref) -> (metric, tolerance, the
+    tolerance table entry it comes from)."""
     results, errors = job.results, job.errors
     rows, reported = [], set()
     required = {f"step0/activations/{n}" for n in required_activation_names(case.config["n_layer"])}
@@ -264,14 +265,14 @@ def compare_rows(tier, case, golden, job, dtype, check_for, setup=("init", "get_
                 rows.append(fail_row(tier, sec, name, what, step=step, backend=backend))
                 rows[-1].key = key
             continue
-        metric, tolv = check_for(key, ref)
+        metric, tolv, entry = check_for(key, ref)
         if metric == "exact":
             row = check_exact(tier, sec, name, got, ref, step=step)
         elif metric == "ulp":
             row = check_ulp(tier, sec, name, got, ref, tolv, step=step, backend=backend)
         else:
             row = check_rel(tier, sec, name, got, ref, tolv, step=step, backend=backend)
-        row.key, row.backend = key, backend
+        row.key, row.backend, row.entry = key, backend, entry
         bad_dtype = dtype_note(got, dtype) if key.startswith(DTYPE_CHECKED) else None
         if bad_dtype:
             row.verdict, row.note = "FAIL", bad_dtype
@@ -362,13 +363,13 @@ def backend(impl, case, golden, backend_name, tol):
 
     def check_for(key, ref):
         if key.startswith("setup/init/"):   # element-wise: the float64 init, cast
-            return "ulp", tol["semantic.init"]["value"]
+            return "ulp", tol["semantic.init"]["value"], "semantic.init"
         if dtype == "float64":
-            return "rel", f64
+            return "rel", f64, "backend.float64"
         e = ref_err.get(key)
         if e is None or not math.isfinite(e):
-            return "rel", floor
-        return "rel", k * e + floor
+            return "rel", floor, "backend.floor"
+        return "rel", k * e + floor, "backend.k"
 
     rows = compare_rows("backend", case, golden, job, dtype, check_for, setup=("init",),
                         backend=backend_name, max_steps=case.backend_steps)
@@ -440,6 +441,8 @@ def generate(impl, case, golden, backend_name, tol):
                 row = check_rel(tier, "generate", f"{run} logits ({shown})", logits[:, s], expected,
                                 logits_tol(run, path, s), step=s, backend=label)
                 row.key = f"{run}/logits/{path}@{s}"
+                row.entry = ("semantic.generate.logits" if tier == "semantic" else "backend.float64") \
+                    if dtype == "float64" else "backend.k"
                 bad_dtype = dtype_note(logits, dtype)
                 if bad_dtype:
                     row.verdict, row.note = "FAIL", bad_dtype
@@ -447,6 +450,7 @@ def generate(impl, case, golden, backend_name, tol):
                 row = check_exact(tier, "generate", f"{run} tokens ({shown})", tokens[:, s],
                                   golden.data[f"{ORACLE}/{run}/tokens"][:, s], step=s)
                 row.key, row.backend = f"{run}/tokens/{path}@{s}", label
+                row.entry = "semantic.generate.tokens"
                 rows.append(row)
     for path in GENERATE_PATHS:
         for run in case.runs:

@@ -72,7 +72,7 @@ def semantic_measure(modules, tol):
             for r in res.rows:
                 if r.err is None or r.verdict == "skip":
                     continue
-                key = tolerances.row_entry(r.tier, r.section, r.name)
+                key = r.entry or None
                 if key and (key not in worst or _worse(r.err, worst[key][0])):
                     worst[key] = (r.err, f"{label}, {name}: {r.name}" + ("" if r.step is None else f" @ step {r.step}"))
     return worst

@@ -16,8 +16,7 @@ one defined here (regenerate it: scripts/regen_golden.py --case NAME --force).
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = REPO_ROOT / "golden"
+from harness.paths import GOLDEN_DIR, REPO_ROOT
 SHARED_DIR = REPO_ROOT.parent / "shared"
 TINYSHAKESPEARE = SHARED_DIR / "data" / "tinyshakespeare.txt"
 

@@ -31,7 +31,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from harness.paths import REPO_ROOT
 DEFAULT_IMPL = REPO_ROOT / "impl" / "gpt2.py"
 
 CONTRACT = ("init", "forward", "backward", "adamw_step", "lr_at", "get_batch", "generate")

@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from harness.paths import REPO_ROOT
 SHARED_DIR = REPO_ROOT.parent / "shared"  # beside the repo root on our CI and dev machines
 
 FORMAT = "nanoproof-data-1"
@@ -103,9 +103,7 @@ def _atomic_write_all(files: dict[Path, bytes]) -> None:
             tmp.unlink(missing_ok=True)  # no-op for the ones already renamed
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write one file atomically (temp file in the same folder, then ``os.replace``)."""
-    _atomic_write_all({Path(path): data})
+from harness.paths import atomic_write_bytes  # noqa: E402,F401  (the one atomic write of one file)
 
 
 def one_line(x: object) -> str:

@@ -20,16 +20,16 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from harness.paths import REPO_ROOT, atomic_file
+
 FORMAT = "nanoproof-golden"
 FORMAT_VERSION = 1
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # the source the golden values are a function of (sha256 recorded as provenance)
 GENERATING_SOURCES = ("reference/__init__.py", "reference/layers.py", "reference/model.py",
                       "reference/training.py", "reference/sampling.py", "harness/cases.py",
@@ -147,10 +147,8 @@ def write_golden(path, attrs, datasets, group_attrs=None, log=None):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path, log)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        import h5py
+    import h5py
+    with atomic_file(path, prefix=f"{os.getpid()}.") as tmp:
         with h5py.File(tmp, "w", track_order=True) as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
@@ -170,10 +168,6 @@ def write_golden(path, attrs, datasets, group_attrs=None, log=None):
                 grp = f.require_group(g)
                 for k, v in ga.items():
                     grp.attrs[k] = _attr(v)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _attr(v):

@@ -39,10 +39,6 @@ def backend_module(backend):
     return (cupy, dtype) if cupy is not None else (None, why)
 
 
-def available_backends():
-    return [b for b in ALL_BACKENDS if backend_module(b)[0] is not None]
-
-
 MAX_STORED = 65536  # non-oracle groups store tensors up to this many elements (errors for all)
 
 

@@ -9,17 +9,15 @@ comparable in the same pinned environment; otherwise the tier says so and is ski
 """
 import hashlib
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
 from harness import env
+from harness.golden import dataset_sha256
+from harness.paths import REPO_ROOT, atomic_write_bytes
 from harness.compare import Row, TierResult
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT_DIR = REPO_ROOT / ".nanoproof"
 SNAPSHOT_PATH = SNAPSHOT_DIR / "snapshot.json"
 FORMAT = "nanoproof-snapshot-1"
@@ -33,18 +31,11 @@ def environment():
     return {k: d.get(k) for k in ENV_KEYS}
 
 
-def array_sha(a):
-    a = np.ascontiguousarray(np.asarray(a))
-    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
-    h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def hashes(sem_results, backend_results):
-    out = {f"numpy-float64/{k}": array_sha(v) for k, v in sem_results.items()
+    out = {f"numpy-float64/{k}": dataset_sha256(v) for k, v in sem_results.items()
            if not isinstance(v, list)}
     for b, res in backend_results.items():
-        out.update({f"{b}/{k}": array_sha(v) for k, v in res.items() if not isinstance(v, list)})
+        out.update({f"{b}/{k}": dataset_sha256(v) for k, v in res.items() if not isinstance(v, list)})
     return out
 
 
@@ -55,13 +46,7 @@ def write(path, impl_path, per_case):
             "impl": str(impl_path),
             "impl_sha256": hashlib.sha256(Path(impl_path).read_bytes()).hexdigest(),
             "environment": environment(), "cases": per_case}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write_bytes(path, json.dumps(data, indent=1).encode())
     return data
 
 

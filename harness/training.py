@@ -45,9 +45,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +54,9 @@ from typing import Callable
 import numpy as np
 
 from harness.contract import CONFIG_KEYS, HPARAM_KEYS
-from harness.data import atomic_write_bytes, load_meta, load_split, one_line
+from harness.data import load_meta, load_split, one_line
+from harness.paths import atomic_file, atomic_write_bytes
+from harness.record import to_host
 from harness.evaluate import WeightsError, check_vocabulary, load_weights
 
 CKPT_FORMAT = "nanoproof-ckpt-1"
@@ -71,8 +71,6 @@ RESUME_KEYS = ("config", "dtype", "seed", "batch_size", "hparams", "eval_interva
 DATA_KEYS = ("encoding", "vocab_size", "chars", "train_tokens", "val_tokens", "source_sha256")
 
 
-_UMASK = os.umask(0o022)  # read the process umask (os.umask can only read by setting) ...
-os.umask(_UMASK)  # ... and put it back at once
 
 
 class TrainingError(Exception):
@@ -104,11 +102,6 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def to_host(a) -> np.ndarray:
-    """A numpy array of ``a`` (cupy arrays are copied to the host)."""
-    return a.get() if hasattr(a, "get") else np.asarray(a)
-
 
 def _synchronize(xp) -> None:
     """Wait for queued GPU work (so ms/iter is the time of the iteration, not of its launch)."""
@@ -193,17 +186,9 @@ def save_checkpoint(path, params: dict, state: dict, meta: dict) -> None:
     arrays = {f"params/{k}": to_host(v) for k, v in params.items()}
     arrays.update({f"state/{k}": to_host(v) for k, v in state.items()})
     arrays["meta"] = np.array(json.dumps(meta))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays, allow_pickle=False)
 
 
 def load_checkpoint(path) -> tuple[dict, dict, dict]:

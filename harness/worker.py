@@ -29,7 +29,7 @@ from pathlib import Path
 
 PROTOCOL = "nanoproof-worker-1"
 WORKER_FILE = Path(__file__).resolve()
-REPO_ROOT = WORKER_FILE.parents[1]
+REPO_ROOT = WORKER_FILE.parents[1]   # (not harness.paths: the worker puts this on sys.path itself)
 DEFAULT_TIMEOUT = 300.0   # seconds per job; verify --timeout overrides it
 OUTPUT_TAIL = 1500        # characters of the worker's output shown with a failure
 
@@ -57,12 +57,11 @@ class JobResult:
 def save_arrays(path, arrays):
     """{key: array} -> .npz, keys kept in a JSON list (keys may hold '/' and '@'); never pickled."""
     import numpy as np
+    from harness.paths import atomic_file
     keys = list(arrays)
-    tmp = Path(str(path) + ".part")
-    with open(tmp, "wb") as f:
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, __keys__=np.frombuffer(json.dumps(keys).encode(), dtype=np.uint8),
                  **{f"a{i}": np.asarray(arrays[k]) for i, k in enumerate(keys)}, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def load_arrays(path):
@@ -211,9 +210,8 @@ def main(argv):
 
 
 def _write_json(path, doc):
-    tmp = Path(str(path) + ".part")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
+    from harness.paths import atomic_write_bytes
+    atomic_write_bytes(path, json.dumps(doc).encode())
 
 
 if __name__ == "__main__":

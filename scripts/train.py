@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness import env  # noqa: E402
-from harness.contract import ContractError, load_impl, load_reference  # noqa: E402
+from harness.contract import HPARAM_KEYS, ContractError, load_impl, load_reference  # noqa: E402
 from harness.cli import DeviceError, array_module, nonnegative_int, positive_int  # noqa: E402
 from harness.data import REPO_ROOT, DataError, find_tinyshakespeare, load_meta, prepare  # noqa: E402
 from harness.training import (  # noqa: E402
@@ -180,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                                  block_size=args.block_size)
         else:  # the sizes come from the weights; explicit ones must agree (checked in train)
             config = {k: getattr(args, k) for k in sorted(explicit_flags(argv) & set(MODEL_FLAGS))}
-        hparams = {k: getattr(args, k) for k in ("learning_rate", "min_lr", "warmup_iters",
-                                                  "lr_decay_iters", "weight_decay", "beta1", "beta2",
-                                                  "eps", "grad_clip")}
+        hparams = {k: getattr(args, k) for k in HPARAM_KEYS}
         out_dir = Path(args.out_dir) if args.out_dir is not None else DEFAULT_OUT_DIR
         which = "reference/" if args.reference else (args.impl or "impl/gpt2.py")
         start = f"from {args.init_from}" if args.init_from else "from scratch"

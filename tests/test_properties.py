@@ -18,6 +18,7 @@ import pytest
 from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 
+from harness.compare import normwise as _normwise
 from harness.contract import activation_names
 from strategies import (dims, float_arrays, positive_floats, random_params, seeds, small_int_arrays,
                         token_ids)
@@ -38,11 +39,10 @@ def gpt(request):
 
 
 def normwise(a, b):
-    """max|a - b| / max|b| (the harness's normwise relative error), with 0/0 = 0."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    scale = np.abs(b).max() if b.size else 0.0
-    diff = np.abs(a - b).max() if b.size else 0.0
-    return diff / scale if scale > 0 else diff
+    """max|a - b| / max|b| (harness.compare.normwise), with 0/0 = 0 and a nonzero difference
+    against an all-zero expectation as the absolute difference."""
+    max_abs, rel = _normwise(a, b)
+    return max_abs if rel == float("inf") and np.isfinite(max_abs) else rel
 
 
 # ============================================================================ finite differences

@@ -1,0 +1,38 @@
+"""Where things are, and how a file is written so that a reader never sees half of it.
+Standard library only: scripts import it before numpy loads (harness/env.py's pin())."""
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GOLDEN_DIR = REPO_ROOT / "golden"
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_file(path, prefix=None):
+    """Yield a temp path beside `path`; when the block ends without an exception the temp file is
+    renamed over `path` (os.replace: the old content or the whole new one, never a mix), else it is
+    removed. Temp names are `.NAME.<prefix>XXXX.tmp`, so an interrupted writer's leftovers can be
+    found (harness.golden.clean_stale_temps)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{prefix or ''}", suffix=".tmp")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        yield tmp
+        with open(tmp, "rb+") as f:      # on disk before the rename
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path, data):
+    """Write one file atomically."""
+    with atomic_file(path) as tmp:
+        Path(tmp).write_bytes(data)

@@ -1,5 +1,9 @@
 """Tests of the harness itself: comparisons, golden-file checks, atomic writes, regeneration's
-refusal to overwrite, the exact tier, and verify's naming of the first diverging tensor."""
+refusal to overwrite, the exact tier, and verify's naming of the first diverging tensor.
+
+The mutants here, the rounding-only rewrite and the exact tier's snapshot are made from the frozen copy
+of impl/gpt2.py (harness.mutate.FIXTURE, tests/fixtures/gpt2_frozen.py): they test the harness on known
+edits, so they must not depend on the text of impl/gpt2.py, which users edit."""
 import json
 import shutil
 from pathlib import Path
@@ -8,14 +12,14 @@ import h5py
 import numpy as np
 import pytest
 
-from harness import compare, golden, report, snapshot, tiers, tolerances
+from harness import compare, golden, mutate, report, snapshot, tiers, tolerances
 from harness.cases import CASES, TINY, golden_path, regen_command
 from harness.contract import ContractError, load_impl
 from harness.golden import GoldenError, read_golden, write_golden
 from harness.regen import regenerate
 
 REPO = Path(__file__).resolve().parents[1]
-IMPL = REPO / "impl" / "gpt2.py"
+FROZEN = mutate.FIXTURE   # the frozen copy of impl/gpt2.py the mutants below are written against
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -206,7 +210,7 @@ def test_tolerance_table_complete():
 # ----------------------------------------------------------------------------- verify on mutants
 
 def _mutant(tmp_path, old, new, name="mutant.py"):
-    src = IMPL.read_text()
+    src = FROZEN.read_text()
     assert src.count(old) == 1, old
     p = tmp_path / name
     p.write_text(src.replace(old, new))
@@ -259,14 +263,14 @@ def test_crashing_impl_is_reported_as_failure(tmp_path):
 
 def test_missing_contract_function_named(tmp_path):
     p = tmp_path / "partial.py"
-    p.write_text(IMPL.read_text().replace("def adamw_step(", "def adamw_step_renamed("))
+    p.write_text(FROZEN.read_text().replace("def adamw_step(", "def adamw_step_renamed("))
     with pytest.raises(ContractError, match="adamw_step"):
         load_impl(p)
 
 
 def test_missing_generate_is_a_contract_error(tmp_path):
     p = tmp_path / "no_generate.py"
-    p.write_text(IMPL.read_text().replace("def generate(", "def generate_renamed("))
+    p.write_text(FROZEN.read_text().replace("def generate(", "def generate_renamed("))
     with pytest.raises(ContractError, match=r"missing contract function\(s\): generate \("):
         load_impl(p)
 
@@ -281,13 +285,13 @@ def test_summary_names_case_tier_and_step(tmp_path):
 
 # ----------------------------------------------------------------------------- exact tier
 
-def test_exact_tier_bit_identical_then_changed(tmp_path, impl):
+def test_exact_tier_bit_identical_then_changed(tmp_path):
     c = CASES["tiny"]
     g = tiers.load_case_golden(c)
     tol = tolerances.load()
-    _, sem = tiers.semantic(impl, c, g, tol)
+    _, sem = tiers.semantic(load_impl(FROZEN), c, g, tol)
     path = tmp_path / "snap.json"
-    snapshot.write(path, IMPL, {"tiny": snapshot.hashes(sem, {})})
+    snapshot.write(path, FROZEN, {"tiny": snapshot.hashes(sem, {})})
     assert snapshot.exact_tier(c, sem, {}, path).info.startswith("bit-identical")
     m = _mutant(tmp_path, *GELU_SPLIT)
     _, sem2 = tiers.semantic(m, c, g, tol)

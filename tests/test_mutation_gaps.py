@@ -13,14 +13,18 @@ sampling rule at tied logits and at a draw exactly on a cdf value, nor a cupy ar
 temperatures other than 1, top-k and top-p alone, a stop token, generate's defaults.)
 
 Like tests/test_semantic_tier.py, these run on impl imported as the package module `impl.gpt2`
-(the `impl` fixture is overridden here): mutmut's trampolines only see a module of that name. Two
+(the `impl` fixture is overridden here): mutmut's trampolines only see a module of that name. When
+NANOPROOF_IMPL names another implementation they run on that file instead (conftest's `impl`): they
+test the user's implementation, whatever its text. Two
 tests of tests/test_impl_vs_reference.py that already close gaps (float32 dtypes kept) are collected
 here a second time for that reason, not copied.
 """
+import os
+
 import numpy as np
 import pytest
 
-from harness.contract import activation_names
+from harness.contract import activation_names, load_impl
 
 import test_impl_vs_reference as ivr
 from test_impl_vs_reference import test_float32_end_to_end, test_init_bitwise_equal  # noqa: F401
@@ -29,8 +33,10 @@ from test_semantic_tier import import_impl
 
 @pytest.fixture(scope="module")
 def impl():
-    """Overrides conftest's `impl` (loaded by path under a private name) in this module."""
-    return import_impl()
+    """Overrides conftest's `impl` (loaded by path under a private name) in this module: impl/gpt2.py
+    as `impl.gpt2` (for mutmut), or NANOPROOF_IMPL's file when that names one."""
+    env_impl = os.environ.get("NANOPROOF_IMPL")
+    return load_impl(env_impl) if env_impl else import_impl()
 
 
 @pytest.fixture(scope="module", autouse=True)

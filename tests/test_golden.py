@@ -4,7 +4,7 @@ import pytest
 
 from harness import mutate, report, score, tiers, tolerances
 from harness.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES
-from harness.contract import DEFAULT_IMPL, load_impl
+from harness.contract import load_impl
 from harness.regen import ORACLE, backend_module
 
 BACKENDS = ("numpy-float32", "cupy-float32", "cupy-float64")
@@ -88,7 +88,7 @@ def test_generate_mutants_fail_at_the_expected_step(tmp_path, name, tol):
     its expected row (an equivalent rewrite passes)."""
     entry = mutate.by_name()[name]
     path = tmp_path / f"{name}.py"
-    path.write_text(mutate.apply(entry, DEFAULT_IMPL.read_text()))
+    path.write_text(mutate.apply(entry, mutate.FIXTURE.read_text()))
     c = CASES["generate"]
     res, _ = tiers.generate(load_impl(path), c, tiers.load_case_golden(c), ORACLE, tol)
     row = res.first_failure()
@@ -100,9 +100,9 @@ def test_generate_mutants_fail_at_the_expected_step(tmp_path, name, tol):
 
 
 def test_generate_crash_and_early_stop_are_named(tmp_path, tol):
-    src = DEFAULT_IMPL.read_text()
+    src = mutate.FIXTURE.read_text()
     for old in ("    done, out = np.zeros(B, bool), []\n", "for t in range(L, min(L + n_tokens, T)):"):
-        assert src.count(old) == 1, f"impl/gpt2.py's generate changed: update this test ({old!r})"
+        assert src.count(old) == 1, f"the frozen fixture's generate changed: update this test ({old!r})"
     crash = tmp_path / "crash.py"
     crash.write_text(src.replace("    done, out = np.zeros(B, bool), []\n",
                                  "    done, out = np.zeros(B, bool), []\n    assert not kv_cache, 'boom'\n"))

@@ -36,6 +36,15 @@ def impl():
     return load_impl(os.environ.get("NANOPROOF_IMPL"))
 
 
+def require(module, *names):
+    """Skip, with the reason, a test of what an implementation offers beyond the contract (a weights
+    loader, presets, a CLI) when the file under test (NANOPROOF_IMPL) does not offer it."""
+    missing = [n for n in names if not hasattr(module, n)]
+    if missing:
+        pytest.skip(f"{getattr(module, '__file__', module)} has no {', '.join(missing)}: beyond the "
+                    f"contract (harness/contract.py), so not tested for this file")
+
+
 @pytest.fixture(scope="session")
 def ref():
     return load_reference()

@@ -37,6 +37,14 @@ TOL64 = 1e-10
 
 
 @pytest.fixture(scope="module")
+def impl(impl):
+    """The implementation's own weights loader: beyond the contract, skipped for a file without it."""
+    from conftest import require
+    require(impl, "load_pretrained", "read_safetensors", "param_shapes", "PRESETS")
+    return impl
+
+
+@pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
     for name, (config, prefix) in FOLDERS.items():

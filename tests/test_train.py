@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require
 from harness.cli import load_script
 from harness.data import prepare
 from harness.training import (
@@ -381,6 +382,7 @@ def by_hand(module, data_dir, params, config, max_iters, seed):
 
 
 def test_init_from_pretrained_weights_trains_from_them(impl, hf_gpt2, bpe_data):
+    require(impl, "load_pretrained")
     loaded, config = impl.load_pretrained(str(hf_gpt2))
     assert config == GPT2_TINY
     start = finetune(impl, bpe_data, hf_gpt2, max_iters=0)
@@ -393,6 +395,7 @@ def test_init_from_pretrained_weights_trains_from_them(impl, hf_gpt2, bpe_data):
 
 
 def test_init_from_crops_the_context_and_resumes(impl, tmp_path, hf_gpt2, bpe_data):
+    require(impl, "load_pretrained")
     loaded, config = impl.load_pretrained(str(hf_gpt2))
     cropped = finetune(impl, bpe_data, hf_gpt2, config={"block_size": 16, "n_layer": 1}, max_iters=0)
     assert cropped.params["wpe"].shape == (16, GPT2_TINY["n_embd"])

@@ -360,6 +360,7 @@ def take_snapshot(module, path, impl_path):
 
 def _row_dict(result, row):
     return {"tier": result.tier, "case": result.case, "section": row.section, "name": row.name,
+            "key": row.key, "entry": row.entry,
             "step": row.step, "backend": row.backend,
             "err": row.err if row.err is None or isinstance(row.err, (int, str)) else float(row.err),
             "tol": row.tol, "note": row.note[:200] if row.note else ""}
@@ -614,9 +615,9 @@ DELTAS = tuple(m * 10.0 ** -e for e in range(1, 14) for m in (1.0, 0.3))[:-1]   
 
 
 def tolerance_key(row):
-    """The tolerances.json entry behind a failing row of run_mutant's `first`."""
-    from harness.tolerances import row_entry
-    return row_entry(row["tier"], row["section"], row["name"]) or f"{row['tier']} ({row['section']})"
+    """The tolerance-table entry of a first-failure row dict (_row_dict): the entry the tier recorded
+    on the row when it chose the tolerance; a row that took none (a crash) by tier and section."""
+    return row.get("entry") or f"{row['tier']} ({row['section']})"
 
 
 def probe_entry(probe, delta):

@@ -14,8 +14,8 @@ FIELDS = ("tier", "applies_to", "metric", "value", "measured", "measured_by", "w
 # (normwise relative error), factor (backend.k: a multiple of the reference's own float32 error),
 # sigma (score band: standard deviations of the seed ensemble), abs (absolute val-loss difference)
 METRICS = ("ulp", "exact", "rel", "factor", "sigma", "abs")
-# Every entry the code reads (tol["..."] in harness/ and scripts/, and the keys semantic_key and
-# row_entry return): load() refuses a table without one of them, so a renamed or deleted entry fails
+# Every entry the code reads (tol["..."] in harness/ and scripts/, the keys semantic_key returns, and
+# the entries the tiers name on their rows): load() refuses a table without one of them, so a renamed or deleted entry fails
 # on load, not as a KeyError in the middle of a tier. Others may extend it (REQUIRED_ENTRIES += ...).
 REQUIRED_ENTRIES = (
     "semantic.init", "semantic.get_batch", "semantic.lr_at", "semantic.activations", "semantic.loss",
@@ -116,27 +116,3 @@ def semantic_key(result_key):
         if result_key.startswith(f"trajectory/{q}"):
             return f"semantic.trajectory.{q}"
     raise KeyError(result_key)
-
-
-def row_entry(tier, section, name):
-    """The entry a row of the tiers (harness.compare.Row: tier, section, printed name) is checked
-    against; None where no one entry governs it (a crash row, an unknown setup item)."""
-    if section == "generate":
-        if "tokens" in name:
-            return "semantic.generate.tokens"
-        if "logits" not in name:
-            return None
-        return "semantic.generate.logits" if tier == "semantic" else "backend.k"
-    if tier == "backend":
-        return "backend.k"
-    if tier == "score":
-        return "score.same_seed" if "reference seed" in name else "score.band_sigmas"
-    if section == "setup":
-        return {"init": "semantic.init", "get_batch": "semantic.get_batch",
-                "lr_at": "semantic.lr_at"}.get(name.split(" ")[0])
-    if section == "trajectory":
-        if "(after" in name:
-            return "semantic.trajectory.params"
-        head = name.split(" ")[0]
-        return f"semantic.trajectory.{head}" if head in ("lr", "loss", "grad_norm") else None
-    return {"forward": "semantic.activations", "loss": "semantic.loss", "backward": "semantic.grads"}.get(section)

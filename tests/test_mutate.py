@@ -104,16 +104,31 @@ def test_sensitivity_brackets_the_threshold():
     assert "ln_eps" in text and "per tolerance" in text and v["first"]["tolerance"] in text
 
 
-def test_tolerance_key_of_rows():
-    row = lambda **kw: {"tier": "semantic", "case": "tiny", "section": "forward", "name": "emb", **kw}
-    assert mutate.tolerance_key(row()) == "semantic.activations"
-    assert mutate.tolerance_key(row(section="backward", name="dwte")) == "semantic.grads"
-    assert mutate.tolerance_key(row(section="trajectory", name="loss")) == "semantic.trajectory.loss"
-    assert mutate.tolerance_key(row(section="trajectory", name="wte (after 1 updates)")) == "semantic.trajectory.params"
-    assert mutate.tolerance_key(row(section="setup", name="init wte")) == "semantic.init"
-    assert mutate.tolerance_key(row(case="generate", section="generate", name="sampled tokens (kv cache)")) == "semantic.generate.tokens"
-    assert mutate.tolerance_key(row(case="generate", section="generate", name="greedy logits (kv cache)")) == "semantic.generate.logits"
-    assert mutate.tolerance_key(row(tier="backend")) == "backend.k"
+def test_rows_carry_their_tolerance_entry():
+    """Every checked row names the tolerance-table entry it was checked against (chosen where the
+    tolerance is, never parsed back from the printed name), in every tier and section."""
+    from harness import tiers, tolerances
+    from harness.cases import CASES
+    from harness.contract import load_reference
+    tol, ref = tolerances.load(), load_reference()
+    case = CASES["tiny"]
+    golden = tiers.load_case_golden(case)
+    seen = {}
+    for res in (tiers.semantic(ref, case, golden, tol)[0], tiers.backend(ref, case, golden, "numpy-float32", tol)[0],
+                tiers.generate(ref, CASES["generate"], tiers.load_case_golden(CASES["generate"]), "numpy-float64", tol)[0]):
+        for r in res.rows:
+            if r.verdict != "skip":
+                assert r.entry in tol, (res.tier, r.key, r.entry)
+                seen.setdefault((res.tier, r.section), set()).add(r.entry)
+    assert seen[("semantic", "setup")] == {"semantic.init", "semantic.get_batch", "semantic.lr_at"}
+    assert seen[("semantic", "forward")] == {"semantic.activations"}
+    assert seen[("semantic", "backward")] == {"semantic.grads"}
+    assert seen[("semantic", "trajectory")] == {"semantic.trajectory.params", "semantic.trajectory.lr",
+                                                "semantic.trajectory.loss", "semantic.trajectory.grad_norm"}
+    assert seen[("semantic", "generate")] == {"semantic.generate.logits", "semantic.generate.tokens"}
+    assert seen[("backend", "forward")] <= {"backend.k", "backend.floor"}
+    assert mutate.tolerance_key({"tier": "semantic", "section": "forward", "entry": "semantic.activations"}) \
+        == "semantic.activations"
 
 
 # ----------------------------------------------------------------------------- an edited implementation

@@ -136,7 +136,7 @@ def main(argv=None):
         if quiet:
             print(text)
         else:
-            from harness.data import atomic_write_bytes
+            from harness.paths import atomic_write_bytes
             atomic_write_bytes(args.json, (text + "\n").encode())
     return 0 if verdict.ok else 1
 

@@ -177,3 +177,22 @@ def generate(params, prompts, n_tokens, config, **kwargs):
     assert proc.returncode == 1
     line = last_line(proc)
     assert line.startswith("verify: FAIL — first divergence: fresh (seed 7): fresh tier"), line
+
+
+def test_the_judge_never_imports_the_golden_writer():
+    """Data flows one way: verify (load golden -> run -> compare -> report) does not import the
+    module that writes golden files (harness.regen), in the judge or in a worker."""
+    code = f"""
+import runpy, sys
+sys.argv = ["verify", "--case", "tiny", "--case", "generate", "--tier", "semantic", "--tier", "backend",
+            "--tier", "fresh", "--fresh-seed", "1"]
+try:
+    runpy.run_path({str(VERIFY)!r}, run_name="__main__")
+except SystemExit as exc:
+    assert exc.code == 0, exc.code
+print(sorted(m for m in sys.modules if m.startswith("harness")))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    loaded = proc.stdout.strip().splitlines()[-1]
+    assert "'harness.verify'" in loaded and "'harness.regen'" not in loaded, loaded

@@ -70,7 +70,8 @@ _REFERENCE_RUNS = {}
 
 def reference_run(job, spec, inputs):
     """reference/ run live, in this process, on the same inputs and backend (cached: deterministic)."""
-    key = (job, json.dumps(spec, sort_keys=True))
+    from harness.golden import dataset_sha256
+    key = (job, json.dumps(spec, sort_keys=True), tuple((k, dataset_sha256(v)) for k, v in inputs.items()))
     if key not in _REFERENCE_RUNS:
         from harness.contract import load_reference
         _REFERENCE_RUNS[key] = InProcess(load_reference(), "reference/").run(job, spec, inputs)

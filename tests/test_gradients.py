@@ -8,6 +8,7 @@ Two levels, so a wrong gradient is localised to its layer:
   EVERY parameter tensor chosen by a seeded rng (plus entries picked on purpose: unused wpe rows, the
   key part of c_attn.bias).
 Then the comparison itself is shown to fail on a slightly wrong gradient and on a dropped term.
+The differences and the error measure are tests/finite_differences.py's (shared with test_properties.py).
 
 Error measure, per entry:   err = |fd - an| / max(|fd|, |an|, FLOOR)   must be < TOL = 1e-6 (the issue's
 requirement). Measured (numpy 2.4, float64, this machine, CONFIG below, NOISE_STD 0.3, finite differences of
@@ -34,15 +35,17 @@ the gradient entries are below 3e-6 (median 2e-3) and attention is nearly unifor
 unit gains also hide any term multiplied by them. With the noise the 10% quantile is 1.1e-3, the median
 1e-2, and every backward term contributes.
 """
+import functools
 import math
 
 import numpy as np
 import pytest
 
+import finite_differences as fd_check
 import reference
 from reference import layers, model
 
-H = 1e-5           # the issue's step
+H = fd_check.H     # the issue's step, 1e-5
 TOL = 1e-6         # the issue's bound on the relative error
 FLOOR = 1e-3       # absolute floor of the denominator (measured above)
 NOISE_STD = 0.3    # extra noise on every parameter (why: above)
@@ -54,47 +57,11 @@ SEED = 1234
 
 
 # ----------------------------------------------------------------------------- the comparison
+# tests/finite_differences.py's differences and error measure, with this file's TOL and FLOOR
 
-def gradient_errors(fd, an, floor=FLOOR):
-    """|fd - an| / max(|fd|, |an|, floor), elementwise (NaN stays NaN)."""
-    fd, an = np.asarray(fd, dtype=np.float64), np.asarray(an, dtype=np.float64)
-    return np.abs(fd - an) / np.maximum(np.maximum(np.abs(fd), np.abs(an)), floor)
-
-
-def assert_gradient_close(name, fd, an, entries=None, tol=TOL, floor=FLOOR):
-    """Fail, naming the tensor and its worst entry, unless every error is < tol (NaN never passes).
-    Returns the largest error."""
-    fd, an = np.ravel(fd), np.ravel(an)
-    assert fd.shape == an.shape, f"{name}: {fd.shape} finite differences vs {an.shape} analytic"
-    err = gradient_errors(fd, an, floor)
-    worst = int(np.argmax(np.where(np.isnan(err), np.inf, err))) if err.size else 0
-    if err.size and not err[worst] < tol:
-        where = entries[worst] if entries is not None else worst
-        raise AssertionError(
-            f"{name}: gradient error {err[worst]:.3e} >= tol {tol:.0e} at entry {where}: "
-            f"finite difference {fd[worst]:.17g}, analytic {an[worst]:.17g} "
-            f"(error = |fd - an| / max(|fd|, |an|, {floor:g}); h = {H:g}; "
-            f"{int(np.sum(~(err < tol)))} of {err.size} entries fail)")
-    return float(err.max()) if err.size else 0.0
-
-
-def central_differences(objective, x, entries):
-    """(objective(x + h e_i) - objective(x - h e_i)) / (2h) for each index i in entries, perturbing x in place
-    (and restoring it). The step actually taken, (x_i + h) - (x_i - h) in float64, is the denominator."""
-    fd = np.empty(len(entries))
-    for n, i in enumerate(entries):
-        old = x[i]
-        x[i] = up = old + H
-        f_up = objective()
-        x[i] = down = old - H
-        f_down = objective()
-        x[i] = old
-        fd[n] = (f_up - f_down) / (up - down)
-    return fd
-
-
-def all_entries(x):
-    return list(np.ndindex(x.shape))
+assert_gradient_close = functools.partial(fd_check.assert_gradient_close, tol=TOL, floor=FLOOR)
+central_differences = fd_check.central_differences
+all_entries = fd_check.entries
 
 
 def dot(dout, out):
@@ -178,7 +145,7 @@ def case_softmax_masked(rng):
     dout = rng.normal(0, 1, x.shape)
     dx = layers.softmax_backward(dout, layers.softmax_forward(x))
     assert np.all(dx[..., future] == 0), "softmax_backward: masked (-inf) scores must get zero gradient"
-    finite = [i for i in all_entries(x) if not future[i[-2], i[-1]]]
+    finite = [i for i in all_entries(x.shape) if not future[i[-2], i[-1]]]
     return lambda: dot(dout, layers.softmax_forward(x)), {"dx (unmasked)": (x, dx, finite)}
 
 
@@ -229,12 +196,12 @@ def check_layer(case_name, case=None):
     objective, inputs = (case or LAYER_CASES[case_name])(rng)
     errors = {}
     for grad_name, (x, an, *entries) in inputs.items():
-        entries = entries[0] if entries else all_entries(x)
+        entries = entries[0] if entries else all_entries(x.shape)
         assert an.shape == x.shape, f"{case_name}_backward: {grad_name} has shape {an.shape}, input {x.shape}"
         assert an.dtype == np.float64, f"{case_name}_backward: {grad_name} is {an.dtype}, not float64"
         fd = central_differences(objective, x, entries)
         errors[grad_name] = assert_gradient_close(f"{case_name}_backward: {grad_name}", fd,
-                                                  [an[i] for i in entries], entries)
+                                                  [an[i] for i in entries], at=entries)
     return errors
 
 
@@ -264,14 +231,12 @@ def model_case():
 
 def sampled_entries(name, shape, rng):
     """ENTRIES_PER_TENSOR distinct entries drawn by the seeded rng, plus the ones picked on purpose."""
-    size = int(np.prod(shape))
-    flat = rng.choice(size, size=min(ENTRIES_PER_TENSOR, size), replace=False)
-    entries = [np.unravel_index(int(f), shape) for f in flat]
+    entries = fd_check.entries(shape, ENTRIES_PER_TENSOR, rng)
     if name == "wpe":                                   # unused positions: both gradients exactly 0
         entries += [(T, 0), (CONFIG["block_size"] - 1, C - 1)]
     if name.endswith("attn.c_attn.bias"):               # key part: exactly 0 in exact arithmetic
         entries += [(C,), (2 * C - 1,)]
-    return [tuple(int(j) for j in e) for e in entries]
+    return entries
 
 
 def model_loss(params, idx, targets):
@@ -307,7 +272,7 @@ def test_model_gradient(model_case, name):
     rng = np.random.Generator(np.random.PCG64([SEED, PARAM_NAMES.index(name)]))
     entries = sampled_entries(name, params[name].shape, rng)
     fd = central_differences(model_loss(params, idx, targets), params[name], entries)
-    assert_gradient_close(name, fd, [grads[name][e] for e in entries], entries)
+    assert_gradient_close(name, fd, [grads[name][e] for e in entries], at=entries)
 
 
 # ----------------------------------------------------------------------------- the check can fail
@@ -316,13 +281,13 @@ def test_comparison_fails_on_scaled_gradient():
     rng = np.random.Generator(np.random.PCG64([SEED, 1]))
     objective, inputs = case_layernorm(rng)
     x, dx = inputs["dx"]
-    entries = all_entries(x)
+    entries = all_entries(x.shape)
     fd = central_differences(objective, x, entries)
     an = np.array([dx[i] for i in entries])
-    assert_gradient_close("layernorm dx", fd, an, entries)                 # passes as is
-    assert gradient_errors(fd, an * (1 + 1e-4)).max() == pytest.approx(1e-4, rel=1e-2)
+    assert_gradient_close("layernorm dx", fd, an, at=entries)                 # passes as is
+    assert fd_check.gradient_errors(fd, an * (1 + 1e-4), FLOOR).max() == pytest.approx(1e-4, rel=1e-2)
     with pytest.raises(AssertionError, match=r"^layernorm dx \* \(1\+1e-4\): gradient error"):
-        assert_gradient_close("layernorm dx * (1+1e-4)", fd, an * (1 + 1e-4), entries)
+        assert_gradient_close("layernorm dx * (1+1e-4)", fd, an * (1 + 1e-4), at=entries)
 
 
 def test_comparison_fails_on_dropped_layer_term():
@@ -353,7 +318,7 @@ def test_comparison_fails_on_dropped_model_term(model_case, monkeypatch):
     entries = [(int(idx[0, 0]), 0), (int(idx[1, 2]), C - 1)]              # rows of tokens in the input
     fd = central_differences(model_loss(params, idx, targets), params["wte"], entries)
     with pytest.raises(AssertionError, match=r"^wte: gradient error"):
-        assert_gradient_close("wte", fd, [wrong[e] for e in entries], entries)
+        assert_gradient_close("wte", fd, [wrong[e] for e in entries], at=entries)
 
 
 def test_comparison_floor_and_nan():

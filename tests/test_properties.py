@@ -18,6 +18,7 @@ import pytest
 from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 
+import finite_differences as fd_check
 from harness.compare import normwise as _normwise
 from harness.contract import activation_names
 from strategies import (dims, float_arrays, positive_floats, random_params, seeds, small_int_arrays,
@@ -46,9 +47,10 @@ def normwise(a, b):
 
 
 # ============================================================================ finite differences
-# Every backward is checked against float64 central differences of the scalar <dout, f(inputs)>,
-# (<dout, f(x + h e_i)> - <dout, f(x - h e_i)>) / 2h, on FD_SAMPLES sampled entries of every input
-# tensor (all of them when the tensor is smaller), normwise: max|fd - analytic| / max|analytic|.
+# Every backward is checked by tests/finite_differences.py against float64 central differences of the
+# scalar <dout, f(inputs)>, on FD_SAMPLES sampled entries of every input tensor (all of them when the
+# tensor is smaller), normwise: max|fd - analytic| / max(max|analytic|, max|fd|) < FD_RTOL (its error
+# measure with the normwise floor).
 #
 # Error model: truncation ~ h^2 |f'''| / 6; rounding ("noise") ~ eps * size / h summed over the
 # outputs that entry i moves, `size` being the magnitude at which f rounds each output (|f| by
@@ -64,7 +66,7 @@ def normwise(a, b):
 #   residual 5.1e-11.
 # FD_RTOL = 1e-7 leaves 14x headroom over the worst; a wrong backward term is off by O(1e-2..1).
 # RESOLVABLE: noise up to FD_RTOL / 100 of the gradient's size.
-FD_H = 1e-5
+FD_H = fd_check.H       # 1e-5
 FD_SAMPLES = 6
 FD_RTOL = 1e-7
 RESOLVABLE = 100 / FD_RTOL
@@ -73,38 +75,28 @@ RESOLVABLE = 100 / FD_RTOL
 def assert_backward_matches_fd(f, inputs, grads, dout, seed, size=None):
     """f(**inputs) -> array; grads[name] the claimed d<dout, f>/d inputs[name]. Inputs are perturbed
     in place and restored. `size` (broadcastable to f's output, default |f|) is the magnitude at
-    which f rounds each output, for the noise estimate."""
+    which f rounds each output, for the noise estimate. The differences, the entries and the error
+    measure are tests/finite_differences.py's, its floor the normwise one."""
     out = np.asarray(f(**inputs), dtype=np.float64)
     size = np.abs(out) if size is None else np.broadcast_to(size, out.shape)
-    weight = np.abs(dout) * size
     rng = np.random.Generator(np.random.PCG64(seed))
     for name, x in inputs.items():
         g = grads[name]
         assert g.shape == x.shape, f"d{name}: shape {g.shape}, input {x.shape}"
         assert g.dtype == x.dtype, f"d{name}: dtype {g.dtype}, input {x.dtype}"
-        flat = (np.arange(x.size) if x.size <= FD_SAMPLES
-                else rng.choice(x.size, FD_SAMPLES, replace=False))
-        worst, largest_fd, noise = 0.0, 0.0, 0.0
-        for i in (np.unravel_index(k, x.shape) for k in flat):
-            old = x[i]
-            x[i] = old + FD_H
-            plus = np.array(f(**inputs), dtype=np.float64)
-            x[i] = old - FD_H
-            minus = np.array(f(**inputs), dtype=np.float64)
-            x[i] = old
-            fd = float((dout * (plus - minus)).sum()) / (2 * FD_H)
-            worst, largest_fd = max(worst, abs(fd - g[i])), max(largest_fd, abs(fd))
-            # the outputs that moved; at least the largest one, in case the move vanished in rounding
-            moved = max(float(weight[plus != minus].sum()), float(weight.max()))
-            noise = max(noise, EPS64 * moved / FD_H)
+        at = fd_check.entries(x.shape, FD_SAMPLES, rng)
+        fd, noise = fd_check.central_differences(lambda: f(**inputs), x, at, dout=dout, size=size,
+                                                 h=FD_H)
+        assert np.all(np.isfinite(g)) and np.all(np.isfinite(fd)), f"d{name}: not finite"
         # normwise over the whole analytic gradient; the differences count too, so that a backward
         # returning zeros is measured against what the differences found
-        scale = max(float(np.abs(g).max()), largest_fd)
-        assume(scale > 0 and scale >= RESOLVABLE * noise)
+        scale = fd_check.normwise_floor(g, fd)
+        assume(scale > 0 and scale >= RESOLVABLE * noise.max())
+        worst = float(np.abs(fd - np.array([g[i] for i in at])).max())
         note(f"d{name}: max|fd - analytic| / max|analytic| = {worst / scale:.3e}, "
-             f"/ noise = {worst / noise if noise else 0.0:.3e}")
-        assert worst <= FD_RTOL * scale, \
-            f"d{name}: finite differences differ by {worst / scale:.3e} (normwise) > {FD_RTOL}"
+             f"/ noise = {worst / noise.max() if noise.max() else 0.0:.3e}")
+        fd_check.assert_gradient_close(f"d{name} (normwise)", fd, [g[i] for i in at], tol=FD_RTOL,
+                                       floor=scale, at=at, h=FD_H)
 
 
 @given(d=dims(), bound=st.sampled_from([0.1, 1.0, 3.0]), data=st.data(), seed=seeds)

@@ -14,7 +14,39 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 from harness.contract import load_impl, load_reference  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from harness.paths import REPO_ROOT  # noqa: E402
+
+VERIFY = REPO_ROOT / "scripts" / "verify.py"
+# reference/ re-exported as a contract file (verify takes a file): the base of the tests' fakes and
+# slips, each a correct GPT-2 but for its one trick (never a text edit of impl/gpt2.py)
+REFERENCE_AS_CONTRACT = f"""\
+import sys
+sys.path.insert(0, {str(REPO_ROOT)!r})
+import numpy as _np
+import reference as _ref
+from reference import init, forward, backward, adamw_step, lr_at, get_batch, generate
+"""
+
+
+def impl_path():
+    """The implementation under test: NANOPROOF_IMPL if set, else impl/gpt2.py."""
+    env_impl = os.environ.get("NANOPROOF_IMPL")
+    return Path(env_impl).resolve() if env_impl else REPO_ROOT / "impl" / "gpt2.py"
+
+
+def run_verify(impl, *args, env=None, timeout=600):
+    """scripts/verify.py --impl IMPL ARGS in a subprocess (its exit status and output are the test)."""
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, str(VERIFY), "--impl", str(impl), *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=REPO_ROOT)
+
+
+def last_line(proc):
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 SHARED = REPO_ROOT.parent / "shared"
 TINYSHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
 TIKTOKEN_CACHE = SHARED / "tiktoken_cache"
@@ -33,7 +65,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 @pytest.fixture(scope="session")
 def impl():
     """The implementation under test: NANOPROOF_IMPL if set, else impl/gpt2.py."""
-    return load_impl(os.environ.get("NANOPROOF_IMPL"))
+    return load_impl(impl_path())
 
 
 def require(module, *names):

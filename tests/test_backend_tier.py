@@ -5,23 +5,15 @@ impl/gpt2.py, which users edit): float32 silently computed in float64 (init, for
 state), a crash only in float32, a crash in backward. verify itself must FAIL each, naming the stage
 or the dtype, and the first divergence must say where.
 """
-import subprocess
-import sys
 
 import pytest
 
 from harness import tiers, tolerances
 from harness.cases import CASES
-from harness.contract import REPO_ROOT
+from conftest import REFERENCE_AS_CONTRACT, run_verify
 from harness.worker import Isolated
 
-HEAD = f"""\
-import sys
-sys.path.insert(0, {str(REPO_ROOT)!r})
-import numpy as _np
-import reference as _ref
-from reference import init, forward, backward, adamw_step, lr_at, get_batch, generate
-"""
+HEAD = REFERENCE_AS_CONTRACT
 
 SLIPS = {
     "init returns float64 for float32": ("""
@@ -53,10 +45,8 @@ def backward(params, cache, config):
 }
 
 
-def run_verify(path, *args):
-    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "verify.py"), "--impl", str(path),
-                           "--case", "tiny", "--tier", "semantic", "--tier", "backend", *args],
-                          capture_output=True, text=True, timeout=300)
+def verify(path, *args):
+    return run_verify(path, "--case", "tiny", "--tier", "semantic", "--tier", "backend", *args, timeout=300)
 
 
 @pytest.mark.parametrize("name", list(SLIPS))
@@ -64,7 +54,7 @@ def test_verify_names_the_slip(tmp_path, name):
     body, where, what = SLIPS[name]
     path = tmp_path / "slip.py"
     path.write_text(HEAD + body)
-    proc = run_verify(path)
+    proc = verify(path)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr
     line = proc.stdout.strip().splitlines()[-1]
     assert f"first divergence: {where}" in line, line
@@ -89,5 +79,5 @@ def test_reference_passes_backend_tier_with_live_bound(tmp_path):
     float32 error (the recorded one came from another CPU and failed reference/ here)."""
     path = tmp_path / "ref.py"
     path.write_text(HEAD)
-    proc = run_verify(path, "--case", "gpt2-vocab", "--case", "generate")
+    proc = verify(path, "--case", "gpt2-vocab", "--case", "generate")
     assert proc.returncode == 0, proc.stdout[-3000:]

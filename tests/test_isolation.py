@@ -15,17 +15,10 @@ import pytest
 
 from harness import tiers, tolerances
 from harness.cases import CASES
-from harness.contract import REPO_ROOT
+from conftest import REFERENCE_AS_CONTRACT, VERIFY, last_line, run_verify
 from harness.worker import Isolated
 
-VERIFY = REPO_ROOT / "scripts" / "verify.py"
-
-HEAD = f"""\
-import sys
-sys.path.insert(0, {str(REPO_ROOT)!r})
-import reference as _ref
-from reference import init, forward, backward, adamw_step, lr_at, get_batch, generate
-"""
+HEAD = REFERENCE_AS_CONTRACT
 
 FAKES = {
     "exit in forward": (HEAD + """
@@ -58,14 +51,8 @@ def backward(params, cache, config):
 }
 
 
-def verify(impl, *args, timeout=120):
-    return subprocess.run([sys.executable, str(VERIFY), "--impl", str(impl), *args],
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def last_line(proc):
-    lines = (proc.stdout + proc.stderr).strip().splitlines()
-    return lines[-1] if lines else ""
+def verify(impl, *args):
+    return run_verify(impl, *args, timeout=120)
 
 
 @pytest.mark.parametrize("name", list(FAKES))
@@ -153,7 +140,7 @@ def test_replaying_the_recorded_cases_fails_the_fresh_tier(tmp_path):
     of the golden files, in effect: here reference/ behind a check of the case's config) passes the
     golden tiers, and verify still FAILs it: the fresh tier draws cases no file can have recorded."""
     path = tmp_path / "lookup.py"
-    path.write_text("import numpy as _np\n" + HEAD + f"""
+    path.write_text(HEAD + f"""
 _RECORDED = {[dict(c.config) for c in CASES.values()]!r}
 
 def _recorded(config):

@@ -13,14 +13,12 @@ build without it). ~1.5 s per verify run, ~15 s in all.
 import functools
 import importlib.util
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-VERIFY = REPO_ROOT / "scripts" / "verify.py"
+from conftest import REFERENCE_AS_CONTRACT, impl_path, run_verify
+from harness.paths import REPO_ROOT
 CASE_ARGS = ("--case", "tiny", "--case", "gpt2-vocab", "--case", "generate")   # all but the score case
 TIMEOUT = 600
 
@@ -46,15 +44,8 @@ def kernel_unavailable(kernel):
 def reference_contract(folder):
     """reference/ re-exported as a contract file (verify takes a file)."""
     path = Path(folder) / "reference_contract.py"
-    path.write_text(f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r})\n"
-                    "from reference import init, forward, backward, adamw_step, lr_at, get_batch, generate\n")
+    path.write_text(REFERENCE_AS_CONTRACT)
     return path
-
-
-def impl_path():
-    """The implementation under test, as tests/conftest.py picks it: NANOPROOF_IMPL, else impl/gpt2.py."""
-    env_impl = os.environ.get("NANOPROOF_IMPL")
-    return Path(env_impl).resolve() if env_impl else REPO_ROOT / "impl" / "gpt2.py"
 
 
 @pytest.mark.parametrize("subject", ["reference", "impl"])
@@ -64,10 +55,8 @@ def test_verify_passes_under_kernel(kernel, subject, tmp_path):
     if why:
         pytest.skip(f"OpenBLAS kernel {kernel} not available here: {why}")
     impl = reference_contract(tmp_path) if subject == "reference" else impl_path()
-    cmd = [sys.executable, str(VERIFY), "--impl", str(impl), "--tier", "semantic", "--tier", "backend",
-           *CASE_ARGS, "--require", "semantic", "--require", "numpy-float32"]
-    p = subprocess.run(cmd, env=dict(os.environ, OPENBLAS_CORETYPE=kernel), cwd=REPO_ROOT,
-                       capture_output=True, text=True, timeout=TIMEOUT)
+    p = run_verify(impl, "--tier", "semantic", "--tier", "backend", *CASE_ARGS, "--require", "semantic",
+                   "--require", "numpy-float32", env=dict(os.environ, OPENBLAS_CORETYPE=kernel), timeout=TIMEOUT)
     out = p.stdout + (f"\n[stderr]\n{p.stderr}" if p.stderr.strip() else "")
     assert p.returncode == 0, (f"verify failed on {subject} ({impl}) under OPENBLAS_CORETYPE={kernel} "
                                f"(exit {p.returncode}):\n{out[-6000:]}")

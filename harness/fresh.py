@@ -77,11 +77,9 @@ import numpy as np
 from harness import record, tiers, tolerances
 from harness.compare import Row, TierResult, check_exact, check_rel, check_ulp, fail_row, normwise
 from harness.contract import activation_names, load_reference, required_activation_names
-from harness.record import StageError
+from harness.record import ALL_BACKENDS as BACKENDS, ORACLE, StageError
 from harness.worker import InProcess
 
-ORACLE = "numpy-float64"
-BACKENDS = ("numpy-float64", "numpy-float32", "cupy-float32", "cupy-float64")
 TRAIN_STEPS = 4                 # updates per training case; params checked after 1 and after all
 GEN_PATHS = (("kv_cache", True), ("no_cache", False))
 TIER = "fresh"
@@ -576,8 +574,7 @@ def _run_backend(runner, seed, cases, backend, tol, res):
     return res
 
 
-STAGE_SECTIONS = {"init": "setup", "get_batch": "setup", "lr_at": "trajectory", "forward": "forward",
-                  "backward": "backward", "adamw_step": "trajectory"}
+STAGE_SECTIONS = tiers.STAGE_SECTIONS
 
 
 class _Judge:

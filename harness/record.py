@@ -233,6 +233,10 @@ def run_generate(module, case, params0, xp, dtype, kv_cache):
 # with results {key: host numpy array}, errors {part: StageError}, meta plain JSON. The spec is plain
 # JSON (config, hparams, seeds, which backend); inputs are host arrays (copies, owned by the job).
 
+ORACLE = "numpy-float64"   # the float64 numpy run every other backend is compared against
+ALL_BACKENDS = (ORACLE, "numpy-float32", "cupy-float32", "cupy-float64")
+
+
 def backend_xp(backend):
     """(xp, dtype) for "numpy-float64", "cupy-float32", ...; xp None (dtype: the reason) when the
     backend cannot run here."""

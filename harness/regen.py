@@ -23,20 +23,9 @@ from harness.cases import expected_datasets, golden_path, make_tokens, shakespea
 from harness.contract import load_reference
 from harness.golden import clean_stale_temps, provenance, read_golden, write_golden, GoldenError
 from harness.compare import normwise, record_errors
-from harness.record import (record_trajectory_case, run_generate, run_init, run_lr, run_sampler,
+from harness.record import (ALL_BACKENDS, ORACLE, backend_xp, record_trajectory_case, run_generate, run_init, run_lr, run_sampler,
                             score_run)
 
-ORACLE = "numpy-float64"
-ALL_BACKENDS = ("numpy-float64", "numpy-float32", "cupy-float32", "cupy-float64")
-
-
-def backend_module(backend):
-    """(xp, dtype) for "numpy-float64" etc.; xp None (and dtype the reason) when unavailable."""
-    name, dtype = backend.split("-")
-    if name == "numpy":
-        return np, dtype
-    cupy, why = env.gpu()
-    return (cupy, dtype) if cupy is not None else (None, why)
 
 
 MAX_STORED = 65536  # non-oracle groups store tensors up to this many elements (errors for all)
@@ -68,7 +57,7 @@ def trajectory_datasets(case, backends, log=print):
     groups, oracle = {}, None
     backends = [ORACLE] + [b for b in backends if b != ORACLE]  # the others' errors need it
     for backend in backends:
-        xp, dtype = backend_module(backend)
+        xp, dtype = backend_xp(backend)
         if xp is None:
             log(f"  {backend}: skipped ({dtype})")
             continue
@@ -108,7 +97,7 @@ def score_datasets(case, backends, log=print):
     groups = {"val_loss": {"data_sha256": sha, "train_tokens": int(len(train)),
                            "val_tokens": int(len(val))}}
     for backend in backends:
-        xp, dtype = backend_module(backend)
+        xp, dtype = backend_xp(backend)
         if xp is None or dtype != "float32":
             continue
         rows, t0 = [], time.perf_counter()
@@ -146,7 +135,7 @@ def generate_datasets(case, backends, log=print):
     data.update({f"params0/{k}": v for k, v in params0.items()})
     groups, oracle = {}, None
     for backend in [ORACLE] + [b for b in backends if b != ORACLE]:
-        xp, dtype = backend_module(backend)
+        xp, dtype = backend_xp(backend)
         if xp is None:
             log(f"  {backend}: skipped ({dtype})")
             continue
@@ -233,7 +222,7 @@ def planned_groups(case, backends, old=None):
     """The backend groups a regeneration with `backends` would write on this machine: the oracle
     (not for the score case, which records float32 only), every requested backend usable here, and
     the previous file's GPU groups that carry_over_gpu keeps."""
-    usable = [b for b in backends if backend_module(b)[0] is not None]
+    usable = [b for b in backends if backend_xp(b)[0] is not None]
     if case.kind == "score":
         new = [b for b in usable if b.endswith("float32")]
     else:

@@ -32,11 +32,10 @@ from harness.cases import golden_path
 from harness.compare import Row, TierResult, check_exact, check_rel, check_ulp, fail_row, normwise
 from harness.contract import required_activation_names
 from harness.golden import read_golden
-from harness.record import backend_xp, part_of
+from harness.record import ALL_BACKENDS, ORACLE, backend_xp, part_of
 from harness.worker import InProcess, Isolated, WorkerFailure
 
-ORACLE = "numpy-float64"
-BACKENDS = ("numpy-float32", "cupy-float32", "cupy-float64")   # the backend tier's, besides the oracle
+BACKENDS = tuple(b for b in ALL_BACKENDS if b != ORACLE)   # the backend tier's, besides the oracle
 
 SECTIONS = {"setup": "setup", "step0/activations": "forward", "step0/loss": "loss",
             "step0/grads": "backward", "trajectory": "trajectory"}

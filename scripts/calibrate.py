@@ -58,7 +58,7 @@ import time  # noqa: E402
 from harness import mutate, score, tiers, tolerances  # noqa: E402
 from harness.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES, CaseDataError  # noqa: E402
 from harness.contract import DEFAULT_IMPL, load_impl, load_reference  # noqa: E402
-from harness.regen import ORACLE  # noqa: E402
+from harness.record import ORACLE  # noqa: E402
 from harness.data import atomic_write_bytes  # noqa: E402
 
 def semantic_measure(modules, tol):

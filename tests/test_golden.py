@@ -5,9 +5,9 @@ import pytest
 from harness import mutate, report, score, tiers, tolerances
 from harness.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES
 from harness.contract import load_impl
-from harness.regen import ORACLE, backend_module
+from harness.record import ORACLE, backend_xp
 
-BACKENDS = ("numpy-float32", "cupy-float32", "cupy-float64")
+BACKENDS = tiers.BACKENDS
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_semantic(impl, case, tol):
                                      for b in BACKENDS])
 @pytest.mark.parametrize("case", TRAJECTORY_CASES)
 def test_backend(impl, case, backend, tol):
-    xp, why = backend_module(backend)
+    xp, why = backend_xp(backend)
     if xp is None:
         pytest.skip(f"{backend}: {why}")
     c = CASES[case]
@@ -66,7 +66,7 @@ def test_golden_matches_reference(case, ref):
 @pytest.mark.parametrize("case", GENERATE_CASES)
 def test_generate(impl, case, backend, tol):
     """generate's tokens and step logits, with and without the KV cache (semantic tier: numpy-float64)."""
-    xp, why = backend_module(backend)
+    xp, why = backend_xp(backend)
     if xp is None:
         pytest.skip(f"{backend}: {why}")
     c = CASES[case]

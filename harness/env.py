@@ -56,7 +56,7 @@ def keep_freed_memory():
 
 def tiktoken_cache():
     """Point tiktoken at <repo>/../shared/tiktoken_cache when TIKTOKEN_CACHE_DIR is unset
-    (as harness/data.py does): golden regeneration must never download."""
+    (as harness/tools/data.py does): golden regeneration must never download."""
     from pathlib import Path
     shared = Path(__file__).resolve().parents[2] / "shared" / "tiktoken_cache"
     if "TIKTOKEN_CACHE_DIR" not in os.environ and shared.is_dir():

@@ -17,7 +17,7 @@ def atomic_file(path, prefix=None):
     """Yield a temp path beside `path`; when the block ends without an exception the temp file is
     renamed over `path` (os.replace: the old content or the whole new one, never a mix), else it is
     removed. Temp names are `.NAME.<prefix>XXXX.tmp`, so an interrupted writer's leftovers can be
-    found (harness.golden.clean_stale_temps)."""
+    found (harness.golden.files.clean_stale_temps)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{prefix or ''}", suffix=".tmp")

@@ -1,4 +1,4 @@
-"""GPT-2 in one page: the contract of harness/contract.py, and train / sample commands:
+"""GPT-2 in one page: the contract of harness/spec/contract.py, and train / sample commands:
     python impl/gpt2_nano.py train --data DIR --out ckpt.npz    # DIR from scripts/prepare_data.py
     python impl/gpt2_nano.py sample --ckpt ckpt.npz "ROMEO:"
 Each layer is a forward/backward pair. A backward reads its forward's inputs back from the cache, returns

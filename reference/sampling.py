@@ -1,5 +1,5 @@
 """Text generation with the reference GPT-2: the plain definition a batched, cached implementation
-is checked against (the contract's `generate`, harness/contract.py).
+is checked against (the contract's `generate`, harness/spec/contract.py).
 
     generate(params, prompts, n_tokens, config, temperature=0.0, top_k=None, top_p=None, rng=None,
              kv_cache=True, stop_token=None) -> (tokens, logits)

@@ -46,9 +46,9 @@ import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
-from harness import bench  # noqa: E402
+from harness.measure import bench  # noqa: E402
 from harness.cli import nonnegative_int, positive_int  # noqa: E402
-from harness.contract import DEFAULT_IMPL  # noqa: E402
+from harness.spec.contract import DEFAULT_IMPL  # noqa: E402
 
 
 def table(results):
@@ -140,7 +140,7 @@ def main(argv=None):
             print(profile_table(name, r["profile"]))
     print(f"\n(python scripts/bench.py {' '.join(argv if argv is not None else sys.argv[1:])})")
     if args.json:
-        from harness.data import atomic_write_bytes
+        from harness.tools.data import atomic_write_bytes
         doc = {"command": ["scripts/bench.py", *(argv if argv is not None else sys.argv[1:])],
                "environment": environment(), "malloc": args.malloc, "results": results}
         atomic_write_bytes(args.json, (json.dumps(doc, indent=1) + "\n").encode())

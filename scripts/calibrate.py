@@ -10,7 +10,7 @@
 
 What is measured (rounding-only changes: each must stay within its tolerance):
   semantic  the largest error, per entry, of impl/gpt2.py, of reference/ itself re-run here, and of
-            the rounding-only rewrites of impl/gpt2.py in harness/mutate.py's catalog (reassociated
+            the rounding-only rewrites of impl/gpt2.py in harness/measure/mutate.py's catalog (reassociated
             GELU, split qkv matmul, scale folded into q, 1/sqrt for rstd, fused AdamW, rewritten
             cosine schedule, per-head attention loop, ...), each against the float64 golden of every
             trajectory case and of the generate case;
@@ -19,14 +19,14 @@ What is measured (rounding-only changes: each must stay within its tolerance):
             impl/gpt2.py, reference/ itself and each rounding-only rewrite above, in float32 against
             the float64 golden of every trajectory case (step 0 and the first steps) and of the
             generate case (each step's logits, both paths), with the bound's scale err_ref = the
-            error of reference/ run live in float32 on the same kernel and inputs (harness/tiers.py):
+            error of reference/ run live in float32 on the same kernel and inputs (harness/judge/tiers.py):
             k: the largest ratio err / err_ref over every tensor whose err_ref is above the floor;
             floor: the largest err - k * err_ref (the table's k), i.e. what the floor must cover
             where k * err_ref alone would not. Reported per kernel and overall, with where
             (module, case, tensor, step); a row of the tier that fails under a kernel (a token of
             the float32 generate case, a crash) is listed and fails calibrate;
   score     verify's short score run (float32, the score case's verify seed, short_steps updates:
-            harness/score.py) of impl/gpt2.py, of reference/ re-run here and of each rounding-only
+            harness/judge/score.py) of impl/gpt2.py, of reference/ re-run here and of each rounding-only
             rewrite above. band_sigmas: the largest distance to the ensemble mean in sigmas;
             same_seed: the largest |val loss - the reference's recorded val loss for that seed|
             (golden/shakespeare-char.h5), i.e. the float32 drift of rounding-only rewrites over
@@ -55,11 +55,13 @@ import os  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from harness import mutate, score, tiers, tolerances  # noqa: E402
-from harness.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES, CaseDataError  # noqa: E402
-from harness.contract import DEFAULT_IMPL, load_impl, load_reference  # noqa: E402
-from harness.record import ORACLE  # noqa: E402
-from harness.data import atomic_write_bytes  # noqa: E402
+from harness.measure import mutate
+from harness.judge import score, tiers
+from harness.spec import tolerances  # noqa: E402
+from harness.spec.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES, CaseDataError  # noqa: E402
+from harness.spec.contract import DEFAULT_IMPL, load_impl, load_reference  # noqa: E402
+from harness.runner.record import ORACLE  # noqa: E402
+from harness.tools.data import atomic_write_bytes  # noqa: E402
 
 def semantic_measure(modules, tol):
     worst = {}
@@ -82,11 +84,11 @@ BACKEND = "numpy-float32"
 
 
 def backend_rows(module, tol):
-    """[(case name, Row, err_ref)]: every row of the float32 backend tier (harness/tiers.py backend()
+    """[(case name, Row, err_ref)]: every row of the float32 backend tier (harness/judge/tiers.py backend()
     and generate(), run as verify runs them) of one module, with err_ref, the error of reference/ run
     live in float32 here (the same cached run the tier's bound used): None for rows the bound does
     not scale (init, checked in ulps; tokens, exact; crash rows)."""
-    from harness.compare import normwise
+    from harness.judge.compare import normwise
     out = []
     for name in TRAJECTORY_CASES:
         case = CASES[name]
@@ -331,7 +333,7 @@ def measured_on(per_kernel, key, worst):
 
 def rewrite_modules(impl_path, tmp):
     """[(label, module)]: impl, reference/, and each rounding-only rewrite of impl (the "equivalent"
-    entries of harness/mutate.py's catalog, the one list of them), written to the folder tmp; a
+    entries of harness/measure/mutate.py's catalog, the one list of them), written to the folder tmp; a
     stale entry is reported."""
     modules = [("impl", load_impl(impl_path)), ("reference", load_reference())]
     src = Path(impl_path).read_text()
@@ -362,7 +364,7 @@ def score_measure(modules, tol):
     except CaseDataError as exc:
         print(f"score: skipped ({exc})")
         return {}
-    from harness.record import score_run
+    from harness.runner.record import score_run
     import numpy as np
     seeds, values = score.ensemble(golden, case.short_steps)
     mean, sigma, _ = score.band(values, tol)

@@ -18,12 +18,12 @@ env.pin()
 
 import argparse  # noqa: E402
 
-from harness import tiers  # noqa: E402
-from harness.cases import CASES, TRAJECTORY_CASES  # noqa: E402
-from harness.compare import record_errors  # noqa: E402
-from harness.contract import DEFAULT_IMPL, ContractError, load_reference  # noqa: E402
-from harness.record import backend_xp  # noqa: E402
-from harness.worker import InProcess, Isolated, WorkerFailure  # noqa: E402
+from harness.judge import tiers  # noqa: E402
+from harness.spec.cases import CASES, TRAJECTORY_CASES  # noqa: E402
+from harness.judge.compare import record_errors  # noqa: E402
+from harness.spec.contract import DEFAULT_IMPL, ContractError, load_reference  # noqa: E402
+from harness.runner.record import backend_xp  # noqa: E402
+from harness.runner.worker import InProcess, Isolated, WorkerFailure  # noqa: E402
 
 
 def _errors(results, golden):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Mean cross-entropy and perplexity of a GPT-2 on a prepared split (pretrained weights or ours).
 
-Thin command-line front end over harness.evaluate.
+Thin command-line front end over harness.tools.evaluate.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.cli import DeviceError, array_module, positive_int  # noqa: E402
 from harness import env  # noqa: E402
-from harness.contract import ContractError, load_impl, load_reference  # noqa: E402
-from harness.data import DataError, load_meta, load_split  # noqa: E402
-from harness.evaluate import WeightsError, check_vocabulary, evaluate, load_weights, perplexity  # noqa: E402
+from harness.spec.contract import ContractError, load_impl, load_reference  # noqa: E402
+from harness.tools.data import DataError, load_meta, load_split  # noqa: E402
+from harness.tools.evaluate import WeightsError, check_vocabulary, evaluate, load_weights, perplexity  # noqa: E402
 
 DESCRIPTION = """\
 Report the mean cross-entropy (nats per token, token-weighted) and the perplexity exp(loss) of a

@@ -23,10 +23,11 @@ env.pin()
 
 import argparse  # noqa: E402
 
-from harness import score, tolerances  # noqa: E402
-from harness.cases import CASES, SCORE_CASES  # noqa: E402
-from harness.contract import DEFAULT_IMPL, ContractError  # noqa: E402
-from harness.golden import GoldenError  # noqa: E402
+from harness.judge import score
+from harness.spec import tolerances  # noqa: E402
+from harness.spec.cases import CASES, SCORE_CASES  # noqa: E402
+from harness.spec.contract import DEFAULT_IMPL, ContractError  # noqa: E402
+from harness.golden.files import GoldenError  # noqa: E402
 
 
 def main(argv=None):

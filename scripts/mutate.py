@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Measure the harness's power: apply each mutant of the catalog (harness/mutate.py) to a temporary
+"""Measure the harness's power: apply each mutant of the catalog (harness/measure/mutate.py) to a temporary
 copy of impl/gpt2.py, run verify's tiers on it, and report which tier caught it, where.
 
     python scripts/mutate.py --report                 # all mutants, semantic + backend tiers, table
@@ -16,7 +16,7 @@ false alarm). The catalog was written against impl/gpt2.py as shipped (frozen in
 tests/fixtures/gpt2_frozen.py); against an edited impl/gpt2.py or --impl OTHER, entries whose `old` text
 no longer occurs exactly once there are reported as information ("N of M catalog entries no longer
 apply to FILE"), not run, and left out of the kill counts: never a failure.
---sensitivity scales one constant of impl at a time (harness/mutate.py PROBES: LayerNorm eps, GELU
+--sensitivity scales one constant of impl at a time (harness/measure/mutate.py PROBES: LayerNorm eps, GELU
 constants, attention scale, init std, warmup and decay lengths, clipping, AdamW betas, eps, weight
 decay, learning rate, sampling temperature) by 1 + delta, delta going down 1e-1, 3e-2, 1e-2, ... until
 each tier misses it, and reports per tier the smallest delta still detected and which tolerance
@@ -38,8 +38,8 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
-from harness import mutate  # noqa: E402
-from harness.contract import DEFAULT_IMPL  # noqa: E402
+from harness.measure import mutate  # noqa: E402
+from harness.spec.contract import DEFAULT_IMPL  # noqa: E402
 
 
 def blas_kernel():

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Summarise a mutmut 3 run over impl/gpt2.py and check every surviving mutant against the
-classification kept as data in harness/mutmut_survivors.json.
+classification kept as data in harness/measure/mutmut_survivors.json.
 
     python scripts/mutmut_report.py --run          # mutmut in a temporary copy of the repo, then the report
     python scripts/mutmut_report.py                # the report of a finished `mutmut run` (./mutants/)
@@ -208,7 +208,7 @@ def format_report(c):
         problems.append(f"{r['name']} survives although {s['closed_by']} is said to close it")
     for f in c["untested_in_scope"]:
         problems.append(f"{f}: {c['per_func'][f]['no tests']} mutants with no tests, and {f} is not out of "
-                        f"scope (harness/mutmut_survivors.json): the semantic tier never calls it")
+                        f"scope (harness/measure/mutmut_survivors.json): the semantic tier never calls it")
     for f in c["reached_out_of_scope"]:
         problems.append(f"{f} is listed out of scope but the tests reach it: classify its mutants instead")
     if c["not_checked"]:
@@ -255,7 +255,7 @@ def main(argv=None):
                     help="with --run: run in DIR (created; must not exist) and keep it, for `mutmut show`")
     ap.add_argument("--max-children", type=positive_int, default=1, help="mutmut's worker processes (default 1)")
     ap.add_argument("--classification", type=Path, default=SURVIVORS,
-                    help="the survivors' classification (default harness/mutmut_survivors.json)")
+                    help="the survivors' classification (default harness/measure/mutmut_survivors.json)")
     args = ap.parse_args(argv)
     try:
         doc = load_classification(args.classification)

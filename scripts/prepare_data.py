@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Tokenize a text into nanoGPT-compatible train.bin / val.bin (uint16) plus meta.json.
 
-Thin command-line front end over harness.data (prepare, find_tinyshakespeare).
+Thin command-line front end over harness.tools.data (prepare, find_tinyshakespeare).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.cli import positive_int  # noqa: E402
-from harness.data import (  # noqa: E402
+from harness.tools.data import (  # noqa: E402
     MAX_VOCAB,
     REPO_ROOT,
     TINYSHAKESPEARE_URL,

@@ -36,9 +36,9 @@ env.tiktoken_cache()
 import argparse  # noqa: E402
 import time  # noqa: E402
 
-from harness.cases import CASES, CaseDataError  # noqa: E402
-from harness.golden import GoldenError  # noqa: E402
-from harness.regen import ALL_BACKENDS, check_backends, check_regen, regenerate  # noqa: E402
+from harness.spec.cases import CASES, CaseDataError  # noqa: E402
+from harness.golden.files import GoldenError  # noqa: E402
+from harness.golden.regen import ALL_BACKENDS, check_backends, check_regen, regenerate  # noqa: E402
 
 
 def main(argv=None):

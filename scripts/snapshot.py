@@ -19,12 +19,14 @@ env.pin()
 
 import argparse  # noqa: E402
 
-from harness import snapshot, tiers, tolerances  # noqa: E402
-from harness.cases import CASES, TRAJECTORY_CASES  # noqa: E402
-from harness.contract import DEFAULT_IMPL, ContractError  # noqa: E402
-from harness.golden import GoldenError  # noqa: E402
-from harness.tiers import BACKENDS  # noqa: E402
-from harness.worker import Isolated  # noqa: E402
+from harness.golden import snapshot
+from harness.judge import tiers
+from harness.spec import tolerances  # noqa: E402
+from harness.spec.cases import CASES, TRAJECTORY_CASES  # noqa: E402
+from harness.spec.contract import DEFAULT_IMPL, ContractError  # noqa: E402
+from harness.golden.files import GoldenError  # noqa: E402
+from harness.judge.tiers import BACKENDS  # noqa: E402
+from harness.runner.worker import Isolated  # noqa: E402
 
 
 def main(argv=None):

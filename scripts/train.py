@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train impl/gpt2.py (or reference/, or any contract file) on a prepared data folder, nanoGPT-style.
 
-Thin command-line front end over harness.training.train; the flags are nanoGPT's.
+Thin command-line front end over harness.tools.training.train; the flags are nanoGPT's.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness import env  # noqa: E402
-from harness.contract import HPARAM_KEYS, ContractError, load_impl, load_reference  # noqa: E402
+from harness.spec.contract import HPARAM_KEYS, ContractError, load_impl, load_reference  # noqa: E402
 from harness.cli import DeviceError, array_module, nonnegative_int, positive_int  # noqa: E402
-from harness.data import REPO_ROOT, DataError, find_tinyshakespeare, load_meta, prepare  # noqa: E402
-from harness.training import (  # noqa: E402
+from harness.tools.data import REPO_ROOT, DataError, find_tinyshakespeare, load_meta, prepare  # noqa: E402
+from harness.tools.training import (  # noqa: E402
     CKPT_NAME, LOG_NAME, PLOT_NAME, TrainingError, make_config, train,
 )
 
@@ -26,7 +26,7 @@ DEFAULT_DATASET = REPO_ROOT / "data" / "shakespeare_char"
 DEFAULT_OUT_DIR = REPO_ROOT / "out"
 
 DESCRIPTION = f"""\
-Train a GPT-2 through the contract (harness/contract.py) on a prepared data folder
+Train a GPT-2 through the contract (harness/spec/contract.py) on a prepared data folder
 (scripts/prepare_data.py), the way nanoGPT's train.py does: linear warmup + cosine learning-rate
 decay, AdamW with global gradient-norm clipping, train/val loss estimated every --eval_interval
 steps and after the last one. The defaults are nanoGPT's "baby GPT on CPU" configuration

@@ -41,12 +41,12 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
-from harness import report, verify  # noqa: E402
-from harness.cases import CASES  # noqa: E402
-from harness.contract import DEFAULT_IMPL, ContractError  # noqa: E402
-from harness.golden import GoldenError  # noqa: E402
-from harness.tolerances import ToleranceError, load as load_tolerances  # noqa: E402
-from harness.worker import DEFAULT_TIMEOUT  # noqa: E402
+from harness.judge import report, verify  # noqa: E402
+from harness.spec.cases import CASES  # noqa: E402
+from harness.spec.contract import DEFAULT_IMPL, ContractError  # noqa: E402
+from harness.golden.files import GoldenError  # noqa: E402
+from harness.spec.tolerances import ToleranceError, load as load_tolerances  # noqa: E402
+from harness.runner.worker import DEFAULT_TIMEOUT  # noqa: E402
 
 
 def main(argv=None):
@@ -82,7 +82,7 @@ def main(argv=None):
     except ToleranceError as exc:
         print(f"verify: {exc}", file=sys.stderr)
         return 2
-    from harness.worker import Isolated
+    from harness.runner.worker import Isolated
     runner = Isolated(args.impl, timeout=args.timeout)
     try:
         failed_import = verify.preflight(runner)   # import it once in a worker: it may exit or hang

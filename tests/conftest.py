@@ -12,7 +12,7 @@ env.pin()
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from harness.contract import load_impl, load_reference  # noqa: E402
+from harness.spec.contract import load_impl, load_reference  # noqa: E402
 
 from harness.paths import REPO_ROOT  # noqa: E402
 
@@ -74,7 +74,7 @@ def require(module, *names):
     missing = [n for n in names if not hasattr(module, n)]
     if missing:
         pytest.skip(f"{getattr(module, '__file__', module)} has no {', '.join(missing)}: beyond the "
-                    f"contract (harness/contract.py), so not tested for this file")
+                    f"contract (harness/spec/contract.py), so not tested for this file")
 
 
 @pytest.fixture(scope="session")

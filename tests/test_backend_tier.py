@@ -8,10 +8,11 @@ or the dtype, and the first divergence must say where.
 
 import pytest
 
-from harness import tiers, tolerances
-from harness.cases import CASES
+from harness.judge import tiers
+from harness.spec import tolerances
+from harness.spec.cases import CASES
 from conftest import REFERENCE_AS_CONTRACT, run_verify
-from harness.worker import Isolated
+from harness.runner.worker import Isolated
 
 HEAD = REFERENCE_AS_CONTRACT
 

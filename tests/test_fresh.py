@@ -1,4 +1,4 @@
-"""The fresh tier (harness/fresh.py): cases drawn from a seed, the implementation against reference/
+"""The fresh tier (harness/judge/fresh.py): cases drawn from a seed, the implementation against reference/
 run live. It must pass correct code (reference/, impl/gpt2.py) and kill what the golden cases cannot
 reach: every survivor below passed verify's golden tiers, and each is written as a substitution on a
 frozen copy of impl/gpt2.py (tests/fixtures/gpt2_frozen.py, so these tests do not depend on the text
@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import fresh, tiers, tolerances
-from harness.cases import CASES
-from harness.contract import DEFAULT_IMPL, load_reference
+from harness.judge import fresh, tiers
+from harness.spec import tolerances
+from harness.spec.cases import CASES
+from harness.spec.contract import DEFAULT_IMPL, load_reference
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FROZEN = FIXTURES / "gpt2_frozen.py"
@@ -154,7 +155,7 @@ def test_no_seed_draws_one_and_says_which(tol):
     assert not any(r.failed for r in results)
 
 
-# rounding-only rewrites (from harness/mutate.py's catalog, written out here against the frozen copy)
+# rounding-only rewrites (from harness/measure/mutate.py's catalog, written out here against the frozen copy)
 REWRITES = {
     "attn_scale_into_q": [("att = q @ k.transpose(0, 1, 3, 2)                                   # (B, NH, T, T)\n"
                            "        att *= 1.0 / math.sqrt(HS)\n",

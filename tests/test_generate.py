@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.compare import normwise
+from harness.judge.compare import normwise
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"vocab_size": 64, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16}
@@ -48,7 +48,7 @@ def hf_checkpoint(tmp_path_factory):
     """A random GPT-2 with GPT-2's vocabulary, saved by transformers (save_pretrained, safetensors)."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from harness.oracle import save_random_checkpoint
+    from harness.measure.oracle import save_random_checkpoint
     folder = tmp_path_factory.mktemp("hf-random")
     model = save_random_checkpoint(folder, GPT2_VOCAB, seed=5)
     return folder, model
@@ -78,7 +78,7 @@ def hf_logits(model, prompt, continuation, dtype):
 @pytest.mark.parametrize("prompts", [[[464, 3290, 318]], [[464, 3290, 318, 257, 1310], [50256], [40, 716]]],
                          ids=["one", "batch"])
 def test_greedy_equals_transformers_generate(impl, hf_checkpoint, prompts, dtype):
-    from harness.oracle import hf_params
+    from harness.measure.oracle import hf_params
     folder, model = hf_checkpoint
     params = {k: np.asarray(v, dtype=dtype) for k, v in hf_params(model).items() if k != "lm_head.weight"}
     want = hf_generate(model, prompts, 12, dtype)

@@ -2,10 +2,12 @@
 (NANOPROOF_IMPL or impl/gpt2.py). A failure prints the tier's divergence table."""
 import pytest
 
-from harness import mutate, report, score, tiers, tolerances
-from harness.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES
-from harness.contract import load_impl
-from harness.record import ORACLE, backend_xp
+from harness.measure import mutate
+from harness.judge import report, score, tiers
+from harness.spec import tolerances
+from harness.spec.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES
+from harness.spec.contract import load_impl
+from harness.runner.record import ORACLE, backend_xp
 
 BACKENDS = tiers.BACKENDS
 
@@ -84,7 +86,7 @@ def test_generate_golden_matches_reference(case, ref, tol):
 
 @pytest.mark.parametrize("name", [m["name"] for m in mutate.CATALOG if m["area"] == "generate"])
 def test_generate_mutants_fail_at_the_expected_step(tmp_path, name, tol):
-    """Each generation mutant of harness/mutate.py's catalog fails the generate case's semantic tier at
+    """Each generation mutant of harness/measure/mutate.py's catalog fails the generate case's semantic tier at
     its expected row (an equivalent rewrite passes)."""
     entry = mutate.by_name()[name]
     path = tmp_path / f"{name}.py"

@@ -19,12 +19,13 @@ import h5py
 import numpy as np
 import pytest
 
-from harness import golden, regen, tolerances
-from harness.cases import (CASES, GENERATE, SHAKESPEARE_CHAR, TINY, expected_datasets, golden_path,
+from harness.golden import files as golden, regen
+from harness.spec import tolerances
+from harness.spec.cases import (CASES, GENERATE, SHAKESPEARE_CHAR, TINY, expected_datasets, golden_path,
                            regen_command)
 from harness.cli import load_script
-from harness.golden import GoldenError, clean_stale_temps, read_golden, write_golden
-from harness.regen import ALL_BACKENDS, regenerate
+from harness.golden.files import GoldenError, clean_stale_temps, read_golden, write_golden
+from harness.golden.regen import ALL_BACKENDS, regenerate
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = dict(log=lambda m: None)
@@ -317,7 +318,7 @@ def test_write_golden_cleans_after_a_sigkilled_writer(tmp_path):
     """A writer killed with SIGKILL mid-write leaves its temp file; the next write removes it."""
     path = tmp_path / "x.h5"
     child = (f"import sys, time; sys.path.insert(0, {str(REPO)!r}); import numpy as np\n"
-             "from harness import golden\n"
+             "from harness.golden import files as golden\n"
              "golden._after_dataset = lambda n: time.sleep(120) if n == 'g/a' else None\n"
              f"golden.write_golden({str(path)!r}, {{'case': {{}}}}, {{'g/a': np.ones(100), 'g/b': np.ones(3)}})\n")
     p = subprocess.Popen([sys.executable, "-c", child])
@@ -424,7 +425,7 @@ def test_missing_field_and_schema_errors(tmp_path):
 def test_every_required_entry_must_be_present(tmp_path, key):
     path = write_table(tmp_path, lambda t: t["entries"].pop(key))
     msg = tolerance_error(path)
-    assert f"entry {key}: expected (harness/tolerances.py REQUIRED_ENTRIES" in msg and "got no such entry" in msg
+    assert f"entry {key}: expected (harness/spec/tolerances.py REQUIRED_ENTRIES" in msg and "got no such entry" in msg
 
 
 def test_required_entries_can_be_extended(monkeypatch):
@@ -438,7 +439,7 @@ def test_required_entries_list_every_key_the_code_reads():
     names (rows record the entry where the tolerance is chosen)."""
     read = set()
     for folder in ("harness", "scripts"):
-        for f in (REPO / folder).glob("*.py"):
+        for f in (REPO / folder).rglob("*.py"):
             for inside in re.findall(r"\btol\[([^\]]*)\]", f.read_text()):
                 read |= set(re.findall(r"""["']([a-z_]+\.[\w.]+)["']""", inside))
     for key in ("setup/init/wte", "setup/get_batch/x", "setup/lr_at", "step0/activations/emb", "step0/loss",
@@ -446,7 +447,7 @@ def test_required_entries_list_every_key_the_code_reads():
                 "trajectory/grad_norm"):
         read.add(tolerances.semantic_key(key))
     for folder in ("harness", "scripts"):   # entries named where a row's tolerance is chosen
-        for f in (REPO / folder).glob("*.py"):
+        for f in (REPO / folder).rglob("*.py"):
             read |= {m for m in re.findall(r"""["']((?:semantic|backend|score)\.[a-z_]+(?:\.[a-z_]+)?)["']""",
                                            f.read_text()) if not m.endswith((".json", ".py", ".h5"))}
     assert read >= {"backend.k", "backend.floor", "backend.float64", "score.band_sigmas", "score.band_floor"}

@@ -1,4 +1,4 @@
-"""The judge cannot be ended or rewritten by the code it judges (harness/worker.py).
+"""The judge cannot be ended or rewritten by the code it judges (harness/runner/worker.py).
 
 Each fake below is a contract file that tries to make verify say OK, or to end it with status 0,
 without computing GPT-2: it exits inside forward, exits at import (sys.exit, os._exit), registers an
@@ -13,10 +13,11 @@ import textwrap
 
 import pytest
 
-from harness import tiers, tolerances
-from harness.cases import CASES
+from harness.judge import tiers
+from harness.spec import tolerances
+from harness.spec.cases import CASES
 from conftest import REFERENCE_AS_CONTRACT, VERIFY, last_line, run_verify
-from harness.worker import Isolated
+from harness.runner.worker import Isolated
 
 HEAD = REFERENCE_AS_CONTRACT
 
@@ -36,9 +37,9 @@ def forward(params, idx, targets, config):
     return (None if loss is None else loss * (1 + 1e-6)), cache
 """, "tiny: semantic tier, loss, step 0: loss (rel err"),
     "monkeypatched verdict, every function raises": ("""\
-import harness.compare, harness.report
-harness.compare.TierResult.failed = property(lambda self: False)
-harness.report.verdict = lambda *a, **k: None
+import harness.judge.compare, harness.judge.report
+harness.judge.compare.TierResult.failed = property(lambda self: False)
+harness.judge.report.verdict = lambda *a, **k: None
 def _raise(*args, **kwargs):
     raise RuntimeError("no model here")
 init = forward = backward = adamw_step = lr_at = get_batch = generate = _raise
@@ -95,7 +96,7 @@ def test_printing_impl_fails_and_never_corrupts_json(tmp_path):
 def test_writing_into_inputs_cannot_corrupt_the_golden_inputs(tmp_path):
     """A forward that writes into its idx, in this process (InProcess): the golden inputs are handed
     over as copies, so the sampler check still sees the recorded batches and passes."""
-    from harness.worker import InProcess
+    from harness.runner.worker import InProcess
     import reference
     import types
     mod = types.SimpleNamespace(**{n: getattr(reference, n) for n in
@@ -168,7 +169,7 @@ def generate(params, prompts, n_tokens, config, **kwargs):
 
 def test_the_judge_never_imports_the_golden_writer():
     """Data flows one way: verify (load golden -> run -> compare -> report) does not import the
-    module that writes golden files (harness.regen), in the judge or in a worker."""
+    module that writes golden files (harness.golden.regen), in the judge or in a worker."""
     code = f"""
 import runpy, sys
 sys.argv = ["verify", "--case", "tiny", "--case", "generate", "--tier", "semantic", "--tier", "backend",
@@ -182,4 +183,4 @@ print(sorted(m for m in sys.modules if m.startswith("harness")))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     loaded = proc.stdout.strip().splitlines()[-1]
-    assert "'harness.verify'" in loaded and "'harness.regen'" not in loaded, loaded
+    assert "'harness.judge.verify'" in loaded and "'harness.golden.regen'" not in loaded, loaded

@@ -1,7 +1,7 @@
 """verify passes reference/ and impl/gpt2.py under every OpenBLAS kernel this machine can run.
 
 float32 results move with the CPU's BLAS kernel, so the backend tier bounds each float32 error by
-k x reference/'s own error run live on the same kernel + floor (harness/tiers.py; k and floor are
+k x reference/'s own error run live on the same kernel + floor (harness/judge/tiers.py; k and floor are
 calibrated over the kernels by `scripts/calibrate.py --only backend`). This runs scripts/verify.py
 (semantic and backend tiers, every case but the score case) in a subprocess with OPENBLAS_CORETYPE
 set, once per kernel, on reference/ re-exported as a contract file and on the implementation under

@@ -1,4 +1,4 @@
-"""Mutation testing of the harness (harness/mutate.py): the catalog is well-formed against the frozen
+"""Mutation testing of the harness (harness/measure/mutate.py): the catalog is well-formed against the frozen
 copy of impl/gpt2.py it was written for (mutate.FIXTURE, tests/fixtures/gpt2_frozen.py), and a fixed
 subset of it is caught (semantic mutants) or passed (equivalent rewrites) there. These are tests of the
 harness on known mutants, so they never read impl/gpt2.py, whose text users edit; against an edited
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import mutate
+from harness.measure import mutate
 
 SOURCE = mutate.FIXTURE.read_text(encoding="utf-8")
 _spec = importlib.util.spec_from_file_location(
@@ -107,9 +107,10 @@ def test_sensitivity_brackets_the_threshold():
 def test_rows_carry_their_tolerance_entry():
     """Every checked row names the tolerance-table entry it was checked against (chosen where the
     tolerance is, never parsed back from the printed name), in every tier and section."""
-    from harness import tiers, tolerances
-    from harness.cases import CASES
-    from harness.contract import load_reference
+    from harness.judge import tiers
+    from harness.spec import tolerances
+    from harness.spec.cases import CASES
+    from harness.spec.contract import load_reference
     tol, ref = tolerances.load(), load_reference()
     case = CASES["tiny"]
     golden = tiers.load_case_golden(case)

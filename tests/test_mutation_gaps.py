@@ -1,5 +1,5 @@
 """Tests that close the gaps mutmut found in the fast semantic tier: mutants of impl/gpt2.py the
-tier lets through although they change what impl computes (harness/mutmut_survivors.json names the
+tier lets through although they change what impl computes (harness/measure/mutmut_survivors.json names the
 mutants each test kills; scripts/mutmut_report.py checks they stay killed).
 
 The golden cases run float64 with O(1) scores and clip at grad_clip 1.4 and 1.58 only, so the tier
@@ -24,7 +24,7 @@ import os
 import numpy as np
 import pytest
 
-from harness.contract import activation_names, load_impl
+from harness.spec.contract import activation_names, load_impl
 
 import test_impl_vs_reference as ivr
 from test_impl_vs_reference import test_float32_end_to_end, test_init_bitwise_equal  # noqa: F401
@@ -136,9 +136,9 @@ def pcg(seed):
 
 @pytest.fixture(scope="module")
 def generate_case():
-    """The generate golden case's checkpoint (float64), config and prompts (harness/cases.py)."""
-    from harness.cases import GENERATE
-    from harness.regen import generate_params
+    """The generate golden case's checkpoint (float64), config and prompts (harness/spec/cases.py)."""
+    from harness.spec.cases import GENERATE
+    from harness.golden.regen import generate_params
     return generate_params(GENERATE), GENERATE.config, [list(p) for p in GENERATE.prompts]
 
 

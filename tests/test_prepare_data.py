@@ -1,4 +1,4 @@
-"""Tests for harness/data.py and scripts/prepare_data.py (token data preparation).
+"""Tests for harness/tools/data.py and scripts/prepare_data.py (token data preparation).
 
 Expected numbers are derived from the input texts themselves, never typed in.
 No test touches the network: downloads go to a monkeypatched urlopen or to a refused local port.
@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness import data  # noqa: E402
-from harness.data import DataError, encoder, load_meta, load_split, prepare  # noqa: E402
+from harness.tools import data  # noqa: E402
+from harness.tools.data import DataError, encoder, load_meta, load_split, prepare  # noqa: E402
 
 SCRIPT = ROOT / "scripts" / "prepare_data.py"
 TIKTOKEN_CACHE = (ROOT / ".." / "shared" / "tiktoken_cache").resolve()

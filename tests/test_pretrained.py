@@ -20,8 +20,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
-from harness.compare import normwise  # noqa: E402
-from harness.oracle import hf_name, save_random_checkpoint  # noqa: E402
+from harness.judge.compare import normwise  # noqa: E402
+from harness.measure.oracle import hf_name, save_random_checkpoint  # noqa: E402
 from reference import pretrained as ref_pretrained  # noqa: E402
 
 SMALL = {"vocab_size": 37, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 8}
@@ -179,7 +179,7 @@ def test_hub_layout_and_extras_are_accepted(impl, folders, tmp_path, which, vari
 def test_presets_are_transformers_gpt2_sizes(impl):
     """Each preset's parameter shapes are those of transformers' GPT-2 of the same sizes (built on the
     meta device: no memory, no download), and the counts are the published 124M, 355M, 774M, 1.5B."""
-    from harness.oracle import hf_config
+    from harness.measure.oracle import hf_config
     from transformers import GPT2LMHeadModel
     counts = {}
     for name, config in impl.PRESETS.items():

@@ -2,7 +2,7 @@
 schedule, on reference/ and on the implementation under test (impl/) wherever it exposes the piece.
 
 impl/ exposes whole-model functions only, plus its `layernorm`/`layernorm_back`; its other layers are
-checked through the canonical activations of its forward cache (harness/contract.py), through
+checked through the canonical activations of its forward cache (harness/spec/contract.py), through
 whole-model identities, or layer by layer against reference/ in float64.
 
 Conventions: a test asserts shape, then dtype, then values. Inputs are bounded and finite (no NaN,
@@ -19,8 +19,8 @@ from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 
 import finite_differences as fd_check
-from harness.compare import normwise as _normwise
-from harness.contract import activation_names
+from harness.judge.compare import normwise as _normwise
+from harness.spec.contract import activation_names
 from strategies import (dims, float_arrays, positive_floats, random_params, seeds, small_int_arrays,
                         token_ids)
 
@@ -40,7 +40,7 @@ def gpt(request):
 
 
 def normwise(a, b):
-    """max|a - b| / max|b| (harness.compare.normwise), with 0/0 = 0 and a nonzero difference
+    """max|a - b| / max|b| (harness.judge.compare.normwise), with 0/0 = 0 and a nonzero difference
     against an all-zero expectation as the absolute difference."""
     max_abs, rel = _normwise(a, b)
     return max_abs if rel == float("inf") and np.isfinite(max_abs) else rel

@@ -1,4 +1,4 @@
-"""harness/training.py and scripts/train.py: resume is bit-identical, the checkpoint is impl's format,
+"""harness/tools/training.py and scripts/train.py: resume is bit-identical, the checkpoint is impl's format,
 the log and plot are written, the CLI's last line is the val loss, user errors are one clear line,
 and training actually learns. Tiny models on small char datasets prepared in tmp_path."""
 import importlib.util
@@ -16,8 +16,8 @@ import pytest
 
 from conftest import require
 from harness.cli import load_script
-from harness.data import prepare
-from harness.training import (
+from harness.tools.data import prepare
+from harness.tools.training import (
     CKPT_NAME, LOG_NAME, PLOT_NAME, CheckpointError, TrainingError, load_checkpoint, train,
 )
 
@@ -183,7 +183,7 @@ def test_plot_writes_a_png(impl, tmp_path, toy_data):
 
 
 def test_same_val_losses_as_impls_own_train_command(impl, tmp_path, toy_data):
-    """harness.training mirrors impl/gpt2.py train's RNG conventions, so both print the same losses."""
+    """harness.tools.training mirrors impl/gpt2.py train's RNG conventions, so both print the same losses."""
     result = run(impl, toy_data, None)
     hp = [x for k, v in HPARAMS.items() for x in (f"--{k}", str(v))]
     out = subprocess.run([sys.executable, "impl/gpt2.py", "train", "--data", str(toy_data), *CLI_TINY, *hp],
@@ -349,7 +349,7 @@ FT_RUN = {"batch_size": 2, "eval_interval": 2, "eval_iters": 1, "seed": 11}
 def hf_gpt2(tmp_path_factory):
     """A random GPT-2 with the real vocabulary, saved by transformers (save_pretrained, safetensors)."""
     pytest.importorskip("transformers")
-    from harness.oracle import save_random_checkpoint
+    from harness.measure.oracle import save_random_checkpoint
     folder = tmp_path_factory.mktemp("hf") / "gpt2-tiny"
     save_random_checkpoint(folder, GPT2_TINY, seed=2, prefix=True)
     return folder
@@ -370,7 +370,7 @@ def finetune(module, data, init_from, out_dir=None, config=None, max_iters=3, **
 
 def by_hand(module, data_dir, params, config, max_iters, seed):
     """The training loop written out: max_iters steps from `params` with a fresh AdamW state."""
-    from harness.data import load_split
+    from harness.tools.data import load_split
     data, state = load_split(data_dir, "train"), {}
     rng = np.random.Generator(np.random.PCG64([seed, 1]))
     for step in range(max_iters):

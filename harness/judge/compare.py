@@ -67,7 +67,7 @@ def ulp_distance(actual, expected):
 
 
 def record_errors(rec, oracle):
-    """{key: normwise error} of a flattened record (harness.regen.flatten_record) against the oracle;
+    """{key: normwise error} of a flattened record (harness.golden.regen.flatten_record) against the oracle;
     per-step trajectory scalars get one key per step: "trajectory/loss@3"."""
     out = {}
     for k, v in rec.items():

@@ -2,15 +2,17 @@
 applies to, its metric, the error it was set to cover (`measured`, with the command that measured it)
 and why its value is what it is. scripts/calibrate.py re-measures every entry and prints its headroom.
 
-Keys of a result (harness.tiers.collect) map to entries with `entry_for`.
+Keys of a result (harness.judge.tiers.collect) map to entries with `entry_for`.
 """
 import json
 import math
 from pathlib import Path
 
-PATH = Path(__file__).resolve().parents[1] / "golden" / "tolerances.json"
+from harness.paths import GOLDEN_DIR
+
+PATH = GOLDEN_DIR / "tolerances.json"
 FIELDS = ("tier", "applies_to", "metric", "value", "measured", "measured_by", "why")
-# the metrics of harness/compare.py's rows: ulp (element-wise functions), exact (integers), rel
+# the metrics of harness/judge/compare.py's rows: ulp (element-wise functions), exact (integers), rel
 # (normwise relative error), factor (backend.k: a multiple of the reference's own float32 error),
 # sigma (score band: standard deviations of the seed ensemble), abs (absolute val-loss difference)
 METRICS = ("ulp", "exact", "rel", "factor", "sigma", "abs")
@@ -91,7 +93,7 @@ def load(path=None, required=None):
         _check_entry(path, key, e)
     for key in (REQUIRED_ENTRIES if required is None else required):
         if key not in entries:
-            raise ToleranceError(f"{path}: entry {key}: expected (harness/tolerances.py "
+            raise ToleranceError(f"{path}: entry {key}: expected (harness/spec/tolerances.py "
                                  f"REQUIRED_ENTRIES: the tiers read it), got no such entry")
     return entries
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 
 from harness import env
-from harness.golden import dataset_sha256
+from harness.golden.files import dataset_sha256
 from harness.paths import REPO_ROOT, atomic_write_bytes
-from harness.compare import Row, TierResult
+from harness.judge.compare import Row, TierResult
 
 SNAPSHOT_DIR = REPO_ROOT / ".nanoproof"
 SNAPSHOT_PATH = SNAPSHOT_DIR / "snapshot.json"

@@ -3,7 +3,7 @@
 One timed iteration is impl's own training step, as its `train` command does it:
 ``get_batch`` -> ``forward`` -> ``backward`` -> ``adamw_step`` (global-norm clipping + AdamW) with
 ``lr_at(step)``, on random tokens of the config's vocabulary (no dataset needed). PyTorch's step is
-the one the oracle tests use (harness/oracle.py: transformers' GPT2LMHeadModel, eager attention, no
+the one the oracle tests use (harness/measure/oracle.py: transformers' GPT2LMHeadModel, eager attention, no
 dropout, ``torch_adamw`` + ``torch_train_step``), fed by the same ``get_batch``.
 
 Each implementation runs in its own worker process (``scripts/bench.py --worker NAME --one CONFIG``)
@@ -72,7 +72,7 @@ def n_params(cfg):
 
 
 def activation_elements(cfg, B):
-    """Elements of the canonical activations a training step keeps for backward (harness/contract.py),
+    """Elements of the canonical activations a training step keeps for backward (harness/spec/contract.py),
     plus the softmax probabilities of the loss: emb, per block ln_1, qkv, att, y, proj, res_1, ln_2,
     fc, gelu, proj, out; ln_f, logits, probs."""
     T, C, NH, V, L = cfg["block_size"], cfg["n_embd"], cfg["n_head"], cfg["vocab_size"], cfg["n_layer"]
@@ -144,7 +144,7 @@ class TorchStep:
     """PyTorch eager: transformers' GPT-2 + torch AdamW, the oracle tests' step, float32, default threads."""
 
     def __init__(self, module, cfg, batch_size, data):
-        from harness import oracle
+        from harness.measure import oracle
         self.oracle, self.get_batch = oracle, module.get_batch
         self.cfg, self.B, self.data, self.step = cfg, batch_size, data, 0
         self.model = oracle.random_gpt2(cfg, SEED)
@@ -159,7 +159,7 @@ class TorchStep:
 
 
 def load_module(worker, impl_path):
-    from harness.contract import load_impl, load_reference
+    from harness.spec.contract import load_impl, load_reference
     return load_reference() if worker == "reference" else load_impl(impl_path)
 
 
@@ -225,7 +225,7 @@ def worker(name, config_name, impl_path, warmup, malloc="keep"):
     module = load_module("impl" if name == "torch" else name, impl_path)
     data = np.random.Generator(np.random.PCG64(SEED)).integers(0, cfg["vocab_size"], DATA_TOKENS, dtype=np.uint16)
     if name == "torch":
-        importlib.import_module("harness.oracle")   # torch's libraries belong to the start, not the model
+        importlib.import_module("harness.measure.oracle")   # torch's libraries belong to the start, not the model
     base = current_rss_mb()
     step = (TorchStep if name == "torch" else NumpyStep)(module, cfg, B, data)
     block(step, warmup)

@@ -35,7 +35,7 @@ What is drawn (`draw(seed)`, deterministic in the seed; PCG64 streams of numpy o
   after the warmup).
 
 How it is judged. All cases of one backend go to the implementation as ONE "fresh" job
-(harness/record.py JOBS; `execute` runs in the worker), and reference/ runs the same job in this
+(harness/runner/record.py JOBS; `execute` runs in the worker), and reference/ runs the same job in this
 process. numpy-float64 (and cupy-float64): the semantic tier's metrics and tolerances
 (golden/tolerances.json semantic.*; backend.float64 for rel checks on cupy), tokens exactly.
 float32 backends: the backend tier's rule per tensor, err(impl, reference float64) <=
@@ -62,7 +62,7 @@ Rows name the drawn case and its setting ("case 0 (T=3 < block_size=7, grad_clip
 "gen 1 (stop token 2: every row stops early, ...): steps (kv cache)"), so the first failure says
 which setting broke; the case name ("fresh (seed N)") and TierResult.info say how to repeat it.
 """
-if __name__ == "__main__":   # python -m harness.fresh: pin BLAS threads etc. before numpy loads
+if __name__ == "__main__":   # python -m harness.judge.fresh: pin BLAS threads etc. before numpy loads
     from harness import env
     env.pin()
 
@@ -74,11 +74,13 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from harness import record, tiers, tolerances
-from harness.compare import Row, TierResult, check_exact, check_rel, check_ulp, fail_row, normwise
-from harness.contract import activation_names, load_reference, required_activation_names
-from harness.record import ALL_BACKENDS as BACKENDS, ORACLE, StageError
-from harness.worker import InProcess
+from harness.runner import record
+from harness.judge import tiers
+from harness.spec import tolerances
+from harness.judge.compare import Row, TierResult, check_exact, check_rel, check_ulp, fail_row, normwise
+from harness.spec.contract import activation_names, load_reference, required_activation_names
+from harness.runner.record import ALL_BACKENDS as BACKENDS, ORACLE, StageError
+from harness.runner.worker import InProcess
 
 TRAIN_STEPS = 4                 # updates per training case; params checked after 1 and after all
 GEN_PATHS = (("kv_cache", True), ("no_cache", False))
@@ -132,7 +134,7 @@ def _float32_error(ref, case):
     much this draw amplifies rounding. Typical draws: ~1e-6; a few in a hundred reach 1e-3 (attention
     or LayerNorm near a saturation), where float64 rounding too is 1e4 times larger than usual and
     the float32 bound rests on errors dominated by one amplified direction."""
-    from harness.compare import normwise
+    from harness.judge.compare import normwise
     runs = []
     for dtype in ("float64", "float32"):
         p = {k: v.astype(dtype) for k, v in case["params0"].items()}
@@ -424,7 +426,7 @@ def _prefixed(inputs, prefix):
 
 def execute(module, spec, inputs):
     """Run every drawn case of spec (see `job`) on `module` in spec["backend"], through the contract
-    only (harness/record.py's helpers). Returns (results {key: host array}, errors {part:
+    only (harness/runner/record.py's helpers). Returns (results {key: host array}, errors {part:
     StageError}, meta {"state_dtypes": {"case0/m.wte": "float32", ...}, "extra_grads": {...}})."""
     xp, dtype = record.backend_xp(spec["backend"])
     results, errors, meta = {}, {}, {"state_dtypes": {}, "extra_grads": {}}
@@ -995,10 +997,10 @@ def measure(subjects, seeds, tol=None, log=print):
 
 
 def rounding_rewrites(base, folder):
-    """[(label, path)] of harness/mutate.py's rounding-only ("equivalent") rewrites applied to the
+    """[(label, path)] of harness/measure/mutate.py's rounding-only ("equivalent") rewrites applied to the
     file `base`, written to `folder`; entries whose text `base` lacks are skipped (named)."""
     from pathlib import Path
-    from harness import mutate
+    from harness.measure import mutate
     text = Path(base).read_text(encoding="utf-8")
     out = []
     for m in mutate.CATALOG:
@@ -1014,14 +1016,14 @@ def rounding_rewrites(base, folder):
 
 
 def main(argv=None):
-    """python -m harness.fresh --seeds 200: the fresh tier's false alarms over many seeds on
-    impl/gpt2.py, reference/ and every rounding-only rewrite of harness/mutate.py's catalog (each run
+    """python -m harness.judge.fresh --seeds 200: the fresh tier's false alarms over many seeds on
+    impl/gpt2.py, reference/ and every rounding-only rewrite of harness/measure/mutate.py's catalog (each run
     in this process: the verdicts are those of verify's worker runs), with the worst error /
     tolerance per tolerance entry."""
     import argparse
     import tempfile
     import warnings
-    from harness.contract import DEFAULT_IMPL, load_impl
+    from harness.spec.contract import DEFAULT_IMPL, load_impl
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--seeds", type=int, default=200, help="how many seeds (default 200)")
     ap.add_argument("--first", type=int, default=0, help="the first seed (default 0)")

@@ -13,7 +13,7 @@
 - the generate case (semantic and backend): generate's step logits and tokens, with and without the
   KV cache, against the float64 golden step by step (`generate` below).
 
-The code under test runs in a worker process (harness/worker.py) when given as a path; a worker that
+The code under test runs in a worker process (harness/runner/worker.py) when given as a path; a worker that
 exits, dies, prints or times out is a FAIL row "run: the code under test", never a pass.
 
 Row order is the order in which a divergence is "first": setup, forward (step 0), loss, backward
@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import tolerances
-from harness.cases import golden_path
-from harness.compare import Row, TierResult, check_exact, check_rel, check_ulp, fail_row, normwise
-from harness.contract import required_activation_names
-from harness.golden import read_golden
-from harness.record import ALL_BACKENDS, ORACLE, backend_xp, part_of
-from harness.worker import InProcess, Isolated, WorkerFailure
+from harness.spec import tolerances
+from harness.spec.cases import golden_path
+from harness.judge.compare import Row, TierResult, check_exact, check_rel, check_ulp, fail_row, normwise
+from harness.spec.contract import required_activation_names
+from harness.golden.files import read_golden
+from harness.runner.record import ALL_BACKENDS, ORACLE, backend_xp, part_of
+from harness.runner.worker import InProcess, Isolated, WorkerFailure
 
 BACKENDS = tuple(b for b in ALL_BACKENDS if b != ORACLE)   # the backend tier's, besides the oracle
 
@@ -55,7 +55,7 @@ def load_case_golden(case, golden_dir=None):
 # ----------------------------------------------------------------------------- running the code under test
 
 def subject(impl):
-    """What runs the code under test: a runner (harness.worker.Isolated / InProcess) as it is, a file
+    """What runs the code under test: a runner (harness.runner.worker.Isolated / InProcess) as it is, a file
     path in a worker process, a module object in this process (tests, reference/)."""
     if hasattr(impl, "run") and hasattr(impl, "label"):
         return impl
@@ -69,16 +69,16 @@ _REFERENCE_RUNS = {}
 
 def reference_run(job, spec, inputs):
     """reference/ run live, in this process, on the same inputs and backend (cached: deterministic)."""
-    from harness.golden import dataset_sha256
+    from harness.golden.files import dataset_sha256
     key = (job, json.dumps(spec, sort_keys=True), tuple((k, dataset_sha256(v)) for k, v in inputs.items()))
     if key not in _REFERENCE_RUNS:
-        from harness.contract import load_reference
+        from harness.spec.contract import load_reference
         _REFERENCE_RUNS[key] = InProcess(load_reference(), "reference/").run(job, spec, inputs)
     return _REFERENCE_RUNS[key]
 
 
 def trajectory_spec(case, backend, setup):
-    """The trajectory job of a case on one backend (harness.record.trajectory_job)."""
+    """The trajectory job of a case on one backend (harness.runner.record.trajectory_job)."""
     dtype = backend.split("-")[1]
     steps = case.steps if dtype == "float64" else case.backend_steps
     spec = {"config": case.config, "hparams": case.hparams, "backend": backend, "steps": steps,

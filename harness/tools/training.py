@@ -53,11 +53,11 @@ from typing import Callable
 
 import numpy as np
 
-from harness.contract import CONFIG_KEYS, HPARAM_KEYS
-from harness.data import load_meta, load_split, one_line
+from harness.spec.contract import CONFIG_KEYS, HPARAM_KEYS
+from harness.tools.data import load_meta, load_split, one_line
 from harness.paths import atomic_file, atomic_write_bytes
-from harness.record import to_host
-from harness.evaluate import WeightsError, check_vocabulary, load_weights
+from harness.runner.record import to_host
+from harness.tools.evaluate import WeightsError, check_vocabulary, load_weights
 
 CKPT_FORMAT = "nanoproof-ckpt-1"
 CKPT_NAME = "ckpt.npz"
@@ -318,7 +318,7 @@ def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batc
     ``out_dir``: where log.jsonl, ckpt.npz (and loss.png with ``plot``) go; None writes nothing.
     ``progress``: a tqdm bar on stderr (only when stderr is a TTY). ``echo``: called with one line per
     evaluation, checkpoint and (every ``log_interval`` steps, when no bar is shown) iteration.
-    Raises TrainingError / CheckpointError, and harness.data.DataError for a bad data folder.
+    Raises TrainingError / CheckpointError, and harness.tools.data.DataError for a bad data folder.
     """
     from tqdm import tqdm
 

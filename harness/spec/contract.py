@@ -92,4 +92,4 @@ def check_contract(module, where):
     missing = [n for n in CONTRACT if not callable(getattr(module, n, None))]
     if missing:
         raise ContractError(f"{where}: missing contract function(s): {', '.join(missing)} "
-                            f"(needs {', '.join(CONTRACT)}; see harness/contract.py)")
+                            f"(needs {', '.join(CONTRACT)}; see harness/spec/contract.py)")

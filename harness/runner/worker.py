@@ -1,10 +1,10 @@
 """The judge never runs the code under test in its own process (../shared/DESIGN.md: "The judge is
 isolated from the code it judges").
 
-`Isolated(path)` runs each job of a tier (harness/record.py's JOBS: a trajectory run, a generate run,
+`Isolated(path)` runs each job of a tier (harness/runner/record.py's JOBS: a trajectory run, a generate run,
 the score run, a fresh case) in a new worker process:
 
-    parent: job.json (plain JSON) + inputs.npz (copies of the inputs)  ->  python harness/worker.py DIR
+    parent: job.json (plain JSON) + inputs.npz (copies of the inputs)  ->  python harness/runner/worker.py DIR
     worker: imports the file, runs the job, writes results.npz (allow_pickle=False) + results.json
     parent: reads plain arrays back and computes every verdict itself
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 PROTOCOL = "nanoproof-worker-1"
 WORKER_FILE = Path(__file__).resolve()
-REPO_ROOT = WORKER_FILE.parents[1]   # (not harness.paths: the worker puts this on sys.path itself)
+REPO_ROOT = WORKER_FILE.parents[2]   # (not harness.paths: the worker puts this on sys.path itself)
 DEFAULT_TIMEOUT = 300.0   # seconds per job; verify --timeout overrides it
 OUTPUT_TAIL = 1500        # characters of the worker's output shown with a failure
 
@@ -46,7 +46,7 @@ class WorkerFailure(Exception):
 @dataclass
 class JobResult:
     results: dict                               # key -> numpy array (host, the dtype the code returned)
-    errors: dict                                # part -> harness.record.StageError
+    errors: dict                                # part -> harness.runner.record.StageError
     meta: dict = field(default_factory=dict)    # plain JSON extras (e.g. optimizer state dtypes)
     output: str = ""                            # what the worker printed (stderr), for information
     seconds: float = 0.0
@@ -80,7 +80,7 @@ class InProcess:
         self.module, self.label = module, label or getattr(module, "__name__", "module")
 
     def run(self, job, spec, inputs):
-        from harness import record
+        from harness.runner import record
         t0 = time.perf_counter()
         inputs = {k: _copy(v) for k, v in inputs.items()}   # the job may write into its inputs
         results, errors, meta = record.JOBS[job](self.module, spec, inputs)
@@ -132,7 +132,7 @@ class Isolated:
                 raise WorkerFailure("the worker process exited with status 0 before reporting any results "
                                     "(an exit(), sys.exit() or os._exit() in the code under test?)", output)
             if done.get("contract_error"):
-                from harness.contract import ContractError
+                from harness.spec.contract import ContractError
                 raise ContractError(done["contract_error"])
             if stdout.strip():
                 lines = stdout.strip().splitlines()
@@ -144,7 +144,7 @@ class Isolated:
             except Exception as exc:
                 raise WorkerFailure(f"its results file is unreadable: {type(exc).__name__}: {exc}",
                                     output) from None
-        from harness.record import StageError
+        from harness.runner.record import StageError
         errors = {part: StageError(e["stage"], e["step"], e["message"])
                   for part, e in done.get("errors", {}).items()}
         return JobResult(results, errors, done.get("meta", {}), output, time.perf_counter() - t0)
@@ -190,8 +190,8 @@ def main(argv):
     job_doc = json.loads((d / "job.json").read_text())
     sys.path.insert(0, str(REPO_ROOT))
     import numpy  # noqa: F401  (before the file under test, so its import time is not the job's)
-    from harness import record
-    from harness.contract import ContractError, load_impl, load_reference
+    from harness.runner import record
+    from harness.spec.contract import ContractError, load_impl, load_reference
     inputs = load_arrays(d / "inputs.npz")
     job = job_doc["job"]
     done = {"protocol": PROTOCOL, "job": job}

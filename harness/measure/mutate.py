@@ -7,7 +7,7 @@ has an exact `old` substring that must occur exactly once in the file it is appl
 ("semantic": changes the math, verify must fail; "equivalent": changes rounding only, verify must
 pass), a description, and `expect`: the first tensor the semantic tier should name (its printed name,
 `name@step` for trajectory scalars), where known. `run_catalog` applies each edit to a temporary copy,
-runs verify's tiers on it in-process (harness.verify.run) and records per tier whether it was caught
+runs verify's tiers on it in-process (harness.judge.verify.run) and records per tier whether it was caught
 and where; the exact tier compares against a snapshot of the unmodified impl taken in a temporary
 folder first. scripts/mutate.py is the command line.
 
@@ -25,11 +25,12 @@ import time
 import warnings
 from pathlib import Path
 
-from harness.contract import DEFAULT_IMPL, ContractError, load_impl
+from harness.paths import REPO_ROOT
+from harness.spec.contract import DEFAULT_IMPL, ContractError, load_impl
 
 # the frozen copy of impl/gpt2.py the catalog (and PROBES) were written against; tests run the
 # catalog on it so they do not depend on the text of impl/gpt2.py, which users edit
-FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "gpt2_frozen.py"
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "gpt2_frozen.py"
 
 FAST_TIERS = ("semantic", "backend")
 ALL_TIERS = ("exact", "semantic", "backend", "score")
@@ -345,8 +346,10 @@ def select(only=None, subset=None):
 
 def take_snapshot(module, path, impl_path):
     """The exact tier's baseline of the unmodified impl, written to `path` (a temporary file)."""
-    from harness import snapshot, tiers, tolerances
-    from harness.cases import CASES, TRAJECTORY_CASES
+    from harness.golden import snapshot
+    from harness.judge import tiers
+    from harness.spec import tolerances
+    from harness.spec.cases import CASES, TRAJECTORY_CASES
     tol = tolerances.load()
     per_case = {}
     for name in TRAJECTORY_CASES:
@@ -406,7 +409,7 @@ def expect_matches(expect, row):
 
 def run_mutant(entry, source, tier_names, workdir, snapshot_path=None, golden_dir=None):
     """Apply one catalog entry to a copy of `source` in workdir and run the tiers on it."""
-    from harness import verify
+    from harness.judge import verify
     t0 = time.perf_counter()
     out = {"name": entry["name"], "kind": entry["kind"], "area": entry.get("area", ""),
            "description": entry["description"], "expect": entry.get("expect"),
@@ -567,7 +570,7 @@ def not_applying_line(entries, path):
 
 
 def write_json(doc, path):
-    from harness.data import atomic_write_bytes
+    from harness.tools.data import atomic_write_bytes
     atomic_write_bytes(path, (json.dumps(doc, indent=1, default=str) + "\n").encode())
 
 

@@ -214,11 +214,11 @@ def make_tokens(case):
 
 
 def shakespeare_splits(cache_dir=None):
-    """(train, val) uint16 token arrays of char-level tiny Shakespeare, prepared with harness.data
+    """(train, val) uint16 token arrays of char-level tiny Shakespeare, prepared with harness.tools.data
     into <repo>/.nanoproof/data/shakespeare_char (re-prepared when the source changed).
     Raises CaseDataError when ../shared/data/tinyshakespeare.txt is absent."""
     import hashlib
-    from harness import data as hdata
+    from harness.tools import data as hdata
     if not TINYSHAKESPEARE.is_file():
         raise CaseDataError(f"tiny Shakespeare not found at {TINYSHAKESPEARE} "
                             f"(the shared folder beside the repo)")
@@ -238,7 +238,7 @@ def expected_datasets(case):
     """Every dataset a correct golden file of `case` must hold, in the order regeneration writes
     them (golden/README.md). Optional groups (cupy-*) and the float32 tensors stored beside the
     numpy-float32 error table are extras a file may hold besides these."""
-    from harness.contract import activation_names
+    from harness.spec.contract import activation_names
     from reference.model import param_shapes
     if case.kind == "score":
         return ["val_loss/steps", "val_loss/seeds", "numpy-float32/val_loss"]

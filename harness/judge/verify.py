@@ -1,13 +1,14 @@
 """Run every tier this machine supports (scripts/verify.py is the command line; tests drive the same
-functions). The implementation runs in worker processes (harness/worker.py): this process only
+functions). The implementation runs in worker processes (harness/runner/worker.py): this process only
 reads the golden files, runs reference/ where a bound needs it, and computes the verdicts."""
 from pathlib import Path
 
-from harness import tiers, tolerances
-from harness.cases import CASES
-from harness.compare import TierResult, fail_row
-from harness.golden import GoldenError
-from harness.tiers import BACKENDS, ORACLE
+from harness.judge import tiers
+from harness.spec import tolerances
+from harness.spec.cases import CASES
+from harness.judge.compare import TierResult, fail_row
+from harness.golden.files import GoldenError
+from harness.judge.tiers import BACKENDS, ORACLE
 
 TIERS = ("exact", "semantic", "backend", "score", "fresh")
 
@@ -40,7 +41,7 @@ def run(impl, cases=None, tier_names=TIERS, golden_dir=None, snapshot_path=None,
         case = CASES[name]
         if case.kind == "score":
             if "score" in tier_names:
-                from harness import score
+                from harness.judge import score
                 out.append(score.score_tier(runner, case, tol, golden_dir))
             continue
         try:
@@ -70,11 +71,11 @@ def run(impl, cases=None, tier_names=TIERS, golden_dir=None, snapshot_path=None,
                 if "backend" in tier_names:
                     ordered.append(res)
         if "exact" in tier_names:
-            from harness import snapshot
+            from harness.golden import snapshot
             ordered.insert(0, snapshot.exact_tier(case, sem_results, backend_results, snapshot_path))
         out += ordered
     if "fresh" in tier_names:
-        from harness import fresh
+        from harness.judge import fresh
         out += fresh.fresh_tier(runner, fresh_seed, tol)
     return out
 

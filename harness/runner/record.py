@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from harness.contract import activation_names
+from harness.spec.contract import activation_names
 
 class StageError(Exception):
     """The module raised (or returned something unusable) in one stage of a run."""
@@ -167,7 +167,7 @@ def record_trajectory_case(module, case, tokens, params0, xs, ys, xp, dtype, ste
 
 def score_run(module, case, train, val, seed, steps, xp, dtype="float32", eval_steps=None):
     """Train `steps` updates (init seed = seed, batches from Generator(PCG64([seed, 1])), the
-    convention of impl/gpt2.py's train and harness/training.py) and return {step: val loss} at
+    convention of impl/gpt2.py's train and harness/tools/training.py) and return {step: val loss} at
     every step in eval_steps (default: multiples of eval_interval and the last). Val loss: the mean
     loss of eval_iters batches drawn from a fresh Generator(PCG64([seed, 2])) at every evaluation."""
     cfg, hp, B, T = case.config, case.hparams, case.batch_size, case.config["block_size"]
@@ -229,7 +229,7 @@ def run_generate(module, case, params0, xp, dtype, kv_cache):
 
 
 # ----------------------------------------------------------------------------- jobs
-# What a worker process (harness/worker.py) runs: job(module, spec, inputs) -> (results, errors, meta)
+# What a worker process (harness/runner/worker.py) runs: job(module, spec, inputs) -> (results, errors, meta)
 # with results {key: host numpy array}, errors {part: StageError}, meta plain JSON. The spec is plain
 # JSON (config, hparams, seeds, which backend); inputs are host arrays (copies, owned by the job).
 
@@ -357,7 +357,7 @@ def check_job(module, spec, inputs):
 
 
 def fresh_job(module, spec, inputs):
-    from harness import fresh
+    from harness.judge import fresh
     return fresh.execute(module, spec, inputs)
 
 

@@ -2,7 +2,7 @@
 
 ``load_weights`` reads either a Hugging Face GPT-2 folder (config.json + model.safetensors, through the
 module's own ``load_pretrained`` when it has one, else reference/pretrained.py's) or a checkpoint of
-ours (.npz written by scripts/train.py / harness.training or by impl/gpt2.py's train command).
+ours (.npz written by scripts/train.py / harness.tools.training or by impl/gpt2.py's train command).
 ``check_vocabulary`` refuses data whose token ids mean something else to the model. ``evaluate`` is
 scripts/eval.py's measurement; scripts/train.py's ``--init_from`` uses the first two.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data import GPT2_VOCAB_SIZE, one_line
+from harness.tools.data import GPT2_VOCAB_SIZE, one_line
 
 DTYPES = ("float32", "float64")
 

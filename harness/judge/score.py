@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from harness.cases import CaseDataError, golden_path, shakespeare_splits
-from harness.compare import Row, TierResult, fail_row
-from harness.golden import GoldenError, read_golden
+from harness.spec.cases import CaseDataError, golden_path, shakespeare_splits
+from harness.judge.compare import Row, TierResult, fail_row
+from harness.golden.files import GoldenError, read_golden
 
 
 def ensemble(golden, step, group="numpy-float32"):
@@ -79,8 +79,8 @@ def score_spec(case, seed, steps, backend="numpy-float32"):
 
 
 def score_tier(impl, case, tol, golden_dir=None, steps=None, seed=None):
-    """impl: a file path (run in a worker process), or a module / runner (harness.tiers.subject)."""
-    from harness.tiers import run_job, subject
+    """impl: a file path (run in a worker process), or a module / runner (harness.judge.tiers.subject)."""
+    from harness.judge.tiers import run_job, subject
     t0 = time.perf_counter()
     res = TierResult("score", case.name)
     steps = case.short_steps if steps is None else steps

@@ -10,8 +10,8 @@ the temp files of writers that are gone (`clean_stale_temps`).
 
 Reading (`read_golden`) raises GoldenError with one line naming the file, what is wrong, and what to
 do: missing, unreadable (truncated, corrupted, not HDF5), another format version, a case (config,
-seeds, hparams) different from harness/cases.py, a missing or corrupted dataset (sha256 mismatch).
-With a case, every dataset the case defines (harness.cases.expected_datasets) must be in the file,
+seeds, hparams) different from harness/spec/cases.py, a missing or corrupted dataset (sha256 mismatch).
+With a case, every dataset the case defines (harness.spec.cases.expected_datasets) must be in the file,
 whatever its own `datasets` attribute lists. A missing or broken file is first advised to be
 restored from git (`git checkout golden/NAME.h5`), then to be regenerated; a file of another
 format version or case definition only to be regenerated.
@@ -32,8 +32,8 @@ FORMAT = "nanoproof-golden"
 FORMAT_VERSION = 1
 # the source the golden values are a function of (sha256 recorded as provenance)
 GENERATING_SOURCES = ("reference/__init__.py", "reference/layers.py", "reference/model.py",
-                      "reference/training.py", "reference/sampling.py", "harness/cases.py",
-                      "harness/record.py")
+                      "reference/training.py", "reference/sampling.py", "harness/spec/cases.py",
+                      "harness/runner/record.py")
 
 
 class GoldenError(Exception):
@@ -216,14 +216,14 @@ def _normalise(x):
 
 
 def read_golden(path, case=None, regen=None):
-    """Read and check a golden file. `case` (a harness.cases case) must equal the recorded one, and
-    every dataset it defines (harness.cases.expected_datasets) must be present and intact.
+    """Read and check a golden file. `case` (a harness.spec.cases case) must equal the recorded one, and
+    every dataset it defines (harness.spec.cases.expected_datasets) must be present and intact.
     Raises GoldenError (with its `kind`) naming the file, the problem and what to do: restore a
     missing or broken file with git, or run `regen` (the regenerating command; "-": none)."""
     import h5py
     path = Path(path)
     if regen is None and case is not None:
-        from harness.cases import regen_command
+        from harness.spec.cases import regen_command
         regen = regen_command(case.name)
 
     def fail(msg, kind="corrupt"):
@@ -255,14 +255,14 @@ def read_golden(path, case=None, regen=None):
             want, got = _normalise(case.as_dict()), attrs.get("case")
             if got != want:
                 diffs = _dict_diff(got if isinstance(got, dict) else {}, want)
-                fail(f"recorded for a different case definition than harness/cases.py "
+                fail(f"recorded for a different case definition than harness/spec/cases.py "
                      f"({'; '.join(diffs[:4])}{' ...' if len(diffs) > 4 else ''})", "case-changed")
         names = attrs.get("datasets")
         if not isinstance(names, list):
             fail("lacks its list of datasets (attribute 'datasets')")
         expected = []
         if case is not None:
-            from harness.cases import expected_datasets
+            from harness.spec.cases import expected_datasets
             expected = expected_datasets(case)
 
         def present(name):

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from harness.cli import positive_int  # noqa: E402
 
 SOURCE = Path("impl/gpt2.py")
-SURVIVORS = REPO_ROOT / "harness" / "mutmut_survivors.json"
+SURVIVORS = REPO_ROOT / "harness" / "measure" / "mutmut_survivors.json"
 # what `--run` copies: what mutmut needs to generate mutants and run the semantic tier
 COPY = ("impl", "harness", "reference", "golden", "tests", "pyproject.toml")
 CLASSES = ("equivalent", "gap")

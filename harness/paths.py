@@ -2,7 +2,7 @@
 Standard library only: scripts import it before numpy loads (harness/env.py's pin())."""
 import os
 import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,27 @@ def atomic_file(path, prefix=None):
         Path(tmp).unlink(missing_ok=True)
 
 
+def _write_bytes(f, data):
+    """Write a payload to an open temp file (a seam: tests make a write fail midway)."""
+    f.write(data)
+
+
+def _write(tmp, data):
+    with open(tmp, "wb") as f:
+        _write_bytes(f, data)
+
+
 def atomic_write_bytes(path, data):
     """Write one file atomically."""
     with atomic_file(path) as tmp:
-        Path(tmp).write_bytes(data)
+        _write(tmp, data)
+
+
+def atomic_write_files(files):
+    """Write several files {path: bytes} so that each is either its old content or its complete new
+    one: every temp file is written first, and only when all are complete are they renamed over their
+    targets, in the given order (put the file that describes the others, e.g. meta.json, last)."""
+    with ExitStack() as stack:
+        tmps = {path: stack.enter_context(atomic_file(path)) for path in reversed(list(files))}
+        for path, data in files.items():   # exits (renames) run in reverse order of entry
+            _write(tmps[path], data)

@@ -140,7 +140,7 @@ def main(argv=None):
             print(profile_table(name, r["profile"]))
     print(f"\n(python scripts/bench.py {' '.join(argv if argv is not None else sys.argv[1:])})")
     if args.json:
-        from harness.tools.data import atomic_write_bytes
+        from harness.paths import atomic_write_bytes
         doc = {"command": ["scripts/bench.py", *(argv if argv is not None else sys.argv[1:])],
                "environment": environment(), "malloc": args.malloc, "results": results}
         atomic_write_bytes(args.json, (json.dumps(doc, indent=1) + "\n").encode())

@@ -87,7 +87,7 @@ def main(argv=None):
         print(f"batch {r['batch']}: " + ", ".join(cells) + f"; KV cache speed-up x{r['speedup_median']:.1f}"
               + ("" if r["same_tokens"] else "; TOKENS DIFFER between the two paths"))
     if args.json:
-        from harness.tools.data import atomic_write_bytes
+        from harness.paths import atomic_write_bytes
         atomic_write_bytes(args.json, (json.dumps({"config": GPT2_124M, "results": results}, indent=1) + "\n").encode())
     return 0 if all(r["same_tokens"] for r in results) else 1
 

@@ -61,7 +61,7 @@ from harness.spec import tolerances  # noqa: E402
 from harness.spec.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES, CaseDataError  # noqa: E402
 from harness.spec.contract import DEFAULT_IMPL, load_impl, load_reference  # noqa: E402
 from harness.runner.record import ORACLE  # noqa: E402
-from harness.tools.data import atomic_write_bytes  # noqa: E402
+from harness.paths import atomic_write_bytes  # noqa: E402
 
 def semantic_measure(modules, tol):
     worst = {}
@@ -364,7 +364,7 @@ def score_measure(modules, tol):
     except CaseDataError as exc:
         print(f"score: skipped ({exc})")
         return {}
-    from harness.runner.record import score_run
+    from harness.judge.score import score_run
     import numpy as np
     seeds, values = score.ensemble(golden, case.short_steps)
     mean, sigma, _ = score.band(values, tol)

@@ -14,8 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.cli import positive_int  # noqa: E402
+from harness.spec.corpus import MAX_VOCAB  # noqa: E402
 from harness.tools.data import (  # noqa: E402
-    MAX_VOCAB,
     REPO_ROOT,
     TINYSHAKESPEARE_URL,
     DataError,

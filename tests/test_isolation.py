@@ -6,6 +6,7 @@ atexit hook that exits 0 after a FAIL, monkeypatches the harness's verdict, loop
 into `--json -`. Each must make scripts/verify.py exit non-zero with a one-line reason. The fakes wrap
 reference/ (not impl/gpt2.py, whose text users edit), so they are correct GPT-2s except for the trick.
 """
+import ast
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from harness.judge import tiers
 from harness.spec import tolerances
 from harness.spec.cases import CASES
 from conftest import REFERENCE_AS_CONTRACT, VERIFY, last_line, run_verify
+from harness.paths import REPO_ROOT as REPO
 from harness.runner.worker import Isolated
 
 HEAD = REFERENCE_AS_CONTRACT
@@ -37,8 +39,8 @@ def forward(params, idx, targets, config):
     return (None if loss is None else loss * (1 + 1e-6)), cache
 """, "tiny: semantic tier, loss, step 0: loss (rel err"),
     "monkeypatched verdict, every function raises": ("""\
-import harness.judge.compare, harness.judge.report
-harness.judge.compare.TierResult.failed = property(lambda self: False)
+import harness.judge.report
+harness.judge.report.TierResult.failed = property(lambda self: False)
 harness.judge.report.verdict = lambda *a, **k: None
 def _raise(*args, **kwargs):
     raise RuntimeError("no model here")
@@ -167,13 +169,55 @@ def generate(params, prompts, n_tokens, config, **kwargs):
     assert line.startswith("verify: FAIL — first divergence: fresh (seed 7): fresh tier"), line
 
 
-def test_the_judge_never_imports_the_golden_writer():
-    """Data flows one way: verify (load golden -> run -> compare -> report) does not import the
-    module that writes golden files (harness.golden.regen), in the judge or in a worker."""
+# the judge's layers (README, "Layout"): what the judge and its workers may never load
+NOT_IN_THE_JUDGE = ("harness.golden.regen", "harness.tools", "harness.measure")
+
+
+def _imports(module):
+    """The harness/ and reference/ modules that `module`'s source imports anywhere (top level or
+    inside functions), as dotted names of files that exist."""
+    def exists(name):
+        p = REPO.joinpath(*name.split("."))
+        return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
+    p = REPO.joinpath(*module.split("."))
+    src = p.with_suffix(".py") if p.with_suffix(".py").is_file() else p / "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(src.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return {m for m in found if m.split(".")[0] in ("harness", "reference") and exists(m)}
+
+
+@pytest.mark.parametrize("start", ["harness.judge.verify", "harness.runner.worker"])
+def test_the_judge_never_imports_regeneration_or_data_preparation(start):
+    """Data flows one way: everything verify and its worker processes can import, followed through
+    every import statement of the source (not only those a run happens to reach), stays out of
+    golden regeneration, the training/data/eval tools and the measurement tools."""
+    via, todo = {start: None}, [start]
+    while todo:
+        module = todo.pop()
+        for name in _imports(module):
+            if name not in via:
+                via[name] = module
+                todo.append(name)
+    bad = sorted(m for m in via if m.startswith(NOT_IN_THE_JUDGE))
+    chains = []
+    for m in bad:
+        chain = [m]
+        while via[chain[-1]] is not None:
+            chain.append(via[chain[-1]])
+        chains.append(" <- ".join(chain))
+    assert "harness.judge.tiers" in via and not bad, chains
+
+
+def test_a_verify_run_loads_no_writer_or_data_tool():
+    """The same, as a run: every tier on tiny, generate and the score case, in this process's modules."""
     code = f"""
 import runpy, sys
-sys.argv = ["verify", "--case", "tiny", "--case", "generate", "--tier", "semantic", "--tier", "backend",
-            "--tier", "fresh", "--fresh-seed", "1"]
+sys.argv = ["verify", "--case", "tiny", "--case", "generate", "--case", "shakespeare-char",
+            "--fresh-seed", "1"]
 try:
     runpy.run_path({str(VERIFY)!r}, run_name="__main__")
 except SystemExit as exc:
@@ -182,5 +226,6 @@ print(sorted(m for m in sys.modules if m.startswith("harness")))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
-    loaded = proc.stdout.strip().splitlines()[-1]
-    assert "'harness.judge.verify'" in loaded and "'harness.golden.regen'" not in loaded, loaded
+    loaded = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+    assert "harness.judge.verify" in loaded and "harness.judge.score" in loaded, loaded
+    assert not [m for m in loaded if m.startswith(NOT_IN_THE_JUDGE)], loaded

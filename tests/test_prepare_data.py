@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from harness import paths  # noqa: E402
 from harness.tools import data  # noqa: E402
 from harness.tools.data import DataError, encoder, load_meta, load_split, prepare  # noqa: E402
 
@@ -243,7 +244,7 @@ def test_load_split_errors(tmp_path):
 
 
 def _fail_midway_on_val(monkeypatch):
-    real = data._write_bytes
+    real = paths._write_bytes
 
     def failing(f, payload):
         if Path(f.name).name.startswith(".val.bin."):
@@ -251,7 +252,7 @@ def _fail_midway_on_val(monkeypatch):
             raise OSError(28, "No space left on device")
         real(f, payload)
 
-    monkeypatch.setattr(data, "_write_bytes", failing)
+    monkeypatch.setattr(paths, "_write_bytes", failing)
 
 
 def test_atomic_write_preserves_previous_contents(tmp_path, monkeypatch):

@@ -23,8 +23,9 @@ from harness.spec.cases import expected_datasets, golden_path, make_tokens, shak
 from harness.spec.contract import load_reference
 from harness.golden.files import clean_stale_temps, provenance, read_golden, write_golden, GoldenError
 from harness.judge.compare import normwise, record_errors
-from harness.runner.record import (ALL_BACKENDS, ORACLE, backend_xp, record_trajectory_case, run_generate, run_init, run_lr, run_sampler,
-                            score_run)
+from harness.judge.score import score_run
+from harness.runner.record import (ALL_BACKENDS, ORACLE, backend_xp, record_trajectory_case, run_generate, run_init,
+                                   run_lr, run_sampler)
 
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from harness import env
 from harness.golden.files import dataset_sha256
 from harness.paths import REPO_ROOT, atomic_write_bytes
-from harness.judge.compare import Row, TierResult
+from harness.judge.report import Row, TierResult
 
 SNAPSHOT_DIR = REPO_ROOT / ".nanoproof"
 SNAPSHOT_PATH = SNAPSHOT_DIR / "snapshot.json"

@@ -1,4 +1,5 @@
-"""Comparing arrays against golden values, and the rows of a verification report.
+"""Comparing arrays against golden values: the metrics, and the check functions that turn one
+comparison into a report row (harness/judge/report.py holds the row and result model).
 
 Metrics (DESIGN.md, "Proof in tiers"):
 - normwise relative error max|Δ| / max|ref| for matmuls, reductions, losses and gradients (a scalar's
@@ -10,9 +11,10 @@ Metrics (DESIGN.md, "Proof in tiers"):
 NaN never passes: a NaN or an infinity where the golden value is finite makes the error infinite.
 """
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
+
+from harness.judge.report import Row
 
 
 def _float64(a):
@@ -79,39 +81,6 @@ def record_errors(rec, oracle):
         else:
             out[k] = normwise(v, oracle[k])[1]
     return out
-
-
-# ----------------------------------------------------------------------------- report rows
-
-@dataclass
-class Row:
-    """One check: a tensor (or scalar, or setup item) against its golden value."""
-    tier: str                 # exact / semantic / backend / score
-    section: str              # setup / forward / loss / backward / trajectory / score / exact
-    name: str                 # what was compared, as printed
-    step: object = None       # the step it belongs to (None: not step-bound)
-    shape: tuple = None
-    max_abs: float = None
-    err: float = None         # in `metric` units
-    metric: str = "rel"       # rel / ulp / exact / band / bits
-    tol: float = None
-    verdict: str = "ok"       # ok / FAIL / skip / info
-    note: str = ""
-    backend: str = ""
-    key: str = ""             # the result key (golden path) it checks, when it checks one
-    entry: str = ""           # the golden/tolerances.json entry its tolerance comes from ("" if none)
-
-    @property
-    def failed(self):
-        return self.verdict == "FAIL"
-
-    def as_dict(self):
-        d = dict(self.__dict__)
-        d["shape"] = list(self.shape) if self.shape is not None else None
-        for k in ("max_abs", "err", "tol"):
-            if isinstance(d[k], float) and not math.isfinite(d[k]):
-                d[k] = str(d[k])
-        return d
 
 
 def _where(a, e, tol_abs):
@@ -189,42 +158,3 @@ def check_exact(tier, section, name, actual, expected, step=None):
         row.note = (f"{row.err} of {bad.size} entries differ; first at {tuple(int(i) for i in first)}: "
                     f"got {a[first]}, expected {e[first]}")
     return row
-
-
-def fail_row(tier, section, name, note, step=None, backend=""):
-    return Row(tier, section, name, step, verdict="FAIL", note=note, backend=backend)
-
-
-@dataclass
-class TierResult:
-    tier: str
-    case: str
-    rows: list = field(default_factory=list)
-    skipped: str = ""         # reason, when the whole tier could not run
-    info: str = ""            # a one-line outcome (the exact tier's "bit-identical")
-    seconds: float = 0.0
-    backend: str = ""         # the backend a backend/fresh tier ran on ("numpy-float32")
-    output: str = ""          # what the code under test printed, when its worker failed
-
-    @property
-    def failed(self):
-        return any(r.failed for r in self.rows)
-
-    @property
-    def verdict(self):
-        if self.skipped:
-            return "skip"
-        if self.tier == "exact":
-            return "info"
-        return "FAIL" if self.failed else "ok"
-
-    def first_failure(self):
-        return next((r for r in self.rows if r.failed), None)
-
-    def as_dict(self):
-        first = self.first_failure()
-        return {"tier": self.tier, "case": self.case, "verdict": self.verdict, "backend": self.backend,
-                "skipped": self.skipped, "info": self.info, "seconds": round(self.seconds, 2),
-                "output": self.output,
-                "first_divergence": first.as_dict() if first else None,
-                "rows": [r.as_dict() for r in self.rows]}

@@ -62,10 +62,6 @@ Rows name the drawn case and its setting ("case 0 (T=3 < block_size=7, grad_clip
 "gen 1 (stop token 2: every row stops early, ...): steps (kv cache)"), so the first failure says
 which setting broke; the case name ("fresh (seed N)") and TierResult.info say how to repeat it.
 """
-if __name__ == "__main__":   # python -m harness.judge.fresh: pin BLAS threads etc. before numpy loads
-    from harness import env
-    env.pin()
-
 import functools
 import math
 import secrets
@@ -76,8 +72,8 @@ import numpy as np
 
 from harness.runner import record
 from harness.judge import tiers
-from harness.spec import tolerances
-from harness.judge.compare import Row, TierResult, check_exact, check_rel, check_ulp, fail_row, normwise
+from harness.judge.compare import check_exact, check_rel, check_ulp, normwise
+from harness.judge.report import Row, TierResult, fail_row
 from harness.spec.contract import activation_names, load_reference, required_activation_names
 from harness.runner.record import ALL_BACKENDS as BACKENDS, ORACLE, StageError
 from harness.runner.worker import InProcess
@@ -960,100 +956,3 @@ def why_steps(c, steps):
     if c["n_tokens"] < c["room"]:
         return f"n_tokens={c['n_tokens']}, below the room of {c['room']} left to block_size"
     return f"the longest prompt reaches block_size after {c['room']} steps (n_tokens={c['n_tokens']})"
-
-
-# ----------------------------------------------------------------------------- measuring false alarms
-
-def measure(subjects, seeds, tol=None, log=print):
-    """Run the fresh tier on every (label, runner) of `subjects` for every seed. Returns
-    {"failed": {label: [(seed, backend, first failing row's name)]}, "worst": {entry: (ratio, label,
-    seed, row name, step, error, tolerance)}} where ratio = error / tolerance, the largest over all
-    rows governed by the entry (tolerances.json); and under "k" the largest float32 error /
-    reference/'s own (max of ROUNDING_SAMPLES runs), over rows where k times it is at least the floor."""
-    tol = tol or tolerances.load()
-    floor, k = tol["backend.floor"]["value"], tol["backend.k"]["value"]
-    failed, worst = {label: [] for label, _ in subjects}, {}
-    for seed in seeds:                      # seeds outer: reference/'s runs are cached per seed
-        for label, runner in subjects:
-            for res in fresh_tier(runner, seed, tol):
-                if res.skipped:
-                    continue
-                if res.failed:
-                    failed[label].append((seed, res.backend, res.first_failure().name))
-                    log(f"  FAIL {label} seed {seed} [{res.backend}]: {res.first_failure().name}: "
-                        f"{res.first_failure().note[:160]}")
-                for row in res.rows:
-                    entry = entry_of(row)
-                    if entry is None or row.err is None or row.tol is None:
-                        continue
-                    ratio = row.err / row.tol if row.tol else (0.0 if row.err == 0 else math.inf)
-                    if ratio > worst.get(entry, (-1.0,))[0]:
-                        worst[entry] = (ratio, label, seed, row.name, row.step, row.err, row.tol)
-                    if entry == "backend.k" and row.tol >= 2 * floor:   # k * err_ref dominates
-                        f = row.err / ((row.tol - floor) / k)
-                        if f > worst.get("k", (-1.0,))[0]:
-                            worst["k"] = (f, label, seed, row.name, row.step, row.err, row.tol)
-    return {"failed": failed, "worst": worst}
-
-
-def rounding_rewrites(base, folder):
-    """[(label, path)] of harness/measure/mutate.py's rounding-only ("equivalent") rewrites applied to the
-    file `base`, written to `folder`; entries whose text `base` lacks are skipped (named)."""
-    from pathlib import Path
-    from harness.measure import mutate
-    text = Path(base).read_text(encoding="utf-8")
-    out = []
-    for m in mutate.CATALOG:
-        if m["kind"] != "equivalent":
-            continue
-        if mutate.status_of(m, text) != "ok":
-            print(f"  rewrite {m['name']}: {mutate.status_of(m, text)} in {base}, skipped")
-            continue
-        path = Path(folder) / f"gpt2_{m['name']}.py"
-        path.write_text(mutate.apply(m, text), encoding="utf-8")
-        out.append((f"rewrite {m['name']}", path))
-    return out
-
-
-def main(argv=None):
-    """python -m harness.judge.fresh --seeds 200: the fresh tier's false alarms over many seeds on
-    impl/gpt2.py, reference/ and every rounding-only rewrite of harness/measure/mutate.py's catalog (each run
-    in this process: the verdicts are those of verify's worker runs), with the worst error /
-    tolerance per tolerance entry."""
-    import argparse
-    import tempfile
-    import warnings
-    from harness.spec.contract import DEFAULT_IMPL, load_impl
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--seeds", type=int, default=200, help="how many seeds (default 200)")
-    ap.add_argument("--first", type=int, default=0, help="the first seed (default 0)")
-    ap.add_argument("--impl", default=str(DEFAULT_IMPL), help="the file (and base of the rewrites)")
-    ap.add_argument("--no-rewrites", action="store_true", help="only the file and reference/")
-    args = ap.parse_args(argv)
-    subjects = [(str(args.impl), load_impl(args.impl)), ("reference/", load_reference())]
-    if not args.no_rewrites:
-        with tempfile.TemporaryDirectory(prefix="nanoproof-fresh-") as folder:   # imported, then gone
-            subjects += [(label, load_impl(path)) for label, path in rounding_rewrites(args.impl, folder)]
-    subjects = [(label, InProcess(m, label)) for label, m in subjects]
-    t0 = time.perf_counter()
-    seeds = range(args.first, args.first + args.seeds)
-    print(f"fresh tier: {len(subjects)} subjects x seeds {seeds.start}..{seeds.stop - 1}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        out = measure(subjects, seeds)
-    n_fail = sum(len(v) for v in out["failed"].values())
-    print(f"\nfalse alarms: {n_fail} failing runs over {len(subjects)} subjects x {len(seeds)} seeds "
-          f"({time.perf_counter() - t0:.0f} s)")
-    for label, fails in out["failed"].items():
-        if fails:
-            print(f"  {label}: {len(fails)} (seeds {sorted({s for s, _, _ in fails})[:10]})")
-    print("worst error / tolerance per entry (k: float32 error / reference/'s own where k x that >= floor):")
-    for entry, (ratio, label, seed, name, step, err, tolv) in sorted(out["worst"].items()):
-        print(f"  {entry:32s} {ratio:9.3g}  {label}, seed {seed}: {name}"
-              f"{'' if step is None else f' @ step {step}'} (err {err:.3g}, tolerance {tolv:.3g})")
-    return 1 if n_fail else 0
-
-
-if __name__ == "__main__":
-    import sys
-    sys.exit(main())

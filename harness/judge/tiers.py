@@ -29,7 +29,8 @@ import numpy as np
 
 from harness.spec import tolerances
 from harness.spec.cases import golden_path
-from harness.judge.compare import Row, TierResult, check_exact, check_rel, check_ulp, fail_row, normwise
+from harness.judge.compare import check_exact, check_rel, check_ulp, normwise
+from harness.judge.report import Row, TierResult, fail_row
 from harness.spec.contract import required_activation_names
 from harness.golden.files import read_golden
 from harness.runner.record import ALL_BACKENDS, ORACLE, backend_xp, part_of

@@ -6,7 +6,7 @@ from pathlib import Path
 from harness.judge import tiers
 from harness.spec import tolerances
 from harness.spec.cases import CASES
-from harness.judge.compare import TierResult, fail_row
+from harness.judge.report import TierResult, fail_row
 from harness.golden.files import GoldenError
 from harness.judge.tiers import BACKENDS, ORACLE
 

@@ -570,7 +570,7 @@ def not_applying_line(entries, path):
 
 
 def write_json(doc, path):
-    from harness.tools.data import atomic_write_bytes
+    from harness.paths import atomic_write_bytes
     atomic_write_bytes(path, (json.dumps(doc, indent=1, default=str) + "\n").encode())
 
 

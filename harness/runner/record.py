@@ -163,43 +163,6 @@ def record_trajectory_case(module, case, tokens, params0, xs, ys, xp, dtype, ste
     return {"step0": step0, "trajectory": traj}
 
 
-# ----------------------------------------------------------------------------- the score run
-
-def score_run(module, case, train, val, seed, steps, xp, dtype="float32", eval_steps=None):
-    """Train `steps` updates (init seed = seed, batches from Generator(PCG64([seed, 1])), the
-    convention of impl/gpt2.py's train and harness/tools/training.py) and return {step: val loss} at
-    every step in eval_steps (default: multiples of eval_interval and the last). Val loss: the mean
-    loss of eval_iters batches drawn from a fresh Generator(PCG64([seed, 2])) at every evaluation."""
-    cfg, hp, B, T = case.config, case.hparams, case.batch_size, case.config["block_size"]
-    if eval_steps is None:
-        eval_steps = sorted(set(range(0, steps + 1, case.eval_interval)) | {steps})
-    params = {k: xp.asarray(v) for k, v in
-              _call("init", None, module.init, cfg, seed, xp, dtype).items()}
-    state, rng, out = {}, np.random.Generator(np.random.PCG64([seed, 1])), {}
-
-    def evaluate(step):
-        erng = np.random.Generator(np.random.PCG64([seed, 2]))
-        losses = []
-        for _ in range(case.eval_iters):
-            x, y = _call("get_batch", step, module.get_batch, val, B, T, erng)
-            losses.append(float(_call("forward", step, module.forward, params, xp.asarray(x),
-                                      xp.asarray(y), cfg)[0]))
-        return sum(losses) / len(losses)
-
-    for s in range(steps + 1):
-        if s in eval_steps:
-            out[s] = evaluate(s)
-        if s == steps:
-            break
-        x, y = _call("get_batch", s, module.get_batch, train, B, T, rng)
-        loss, cache = _call("forward", s, module.forward, params, xp.asarray(x), xp.asarray(y), cfg)
-        grads = _call("backward", s, module.backward, params, cache, cfg)
-        _call("adamw_step", s, module.adamw_step, params, grads, state, s,
-              _call("lr_at", s, module.lr_at, s, hp), hp)
-    return out
-
-
-
 # ----------------------------------------------------------------------------- generation
 
 def run_generate(module, case, params0, xp, dtype, kv_cache):
@@ -341,14 +304,8 @@ def generate_job(module, spec, inputs):
 
 
 def score_job(module, spec, inputs):
-    """The score case's short run: {"val_loss@<step>": float64} at spec["eval_steps"]."""
-    xp, dtype = backend_xp(spec["backend"])
-    try:
-        out = score_run(module, SimpleNamespace(**spec), inputs["train"], inputs["val"], spec["seed"], spec["steps"], xp,
-                        dtype, spec["eval_steps"])
-    except StageError as exc:
-        return {}, {"score": exc}, {}
-    return {f"val_loss@{s}": np.float64(v) for s, v in out.items()}, {}, {}
+    from harness.judge import score    # the score run lives with the score tier
+    return score.score_job(module, spec, inputs)
 
 
 def check_job(module, spec, inputs):

@@ -213,25 +213,21 @@ def make_tokens(case):
     raise CaseDataError(f"case {case.name}: unknown data kind {d['kind']!r}")
 
 
-def shakespeare_splits(cache_dir=None):
-    """(train, val) uint16 token arrays of char-level tiny Shakespeare, prepared with harness.tools.data
-    into <repo>/.nanoproof/data/shakespeare_char (re-prepared when the source changed).
-    Raises CaseDataError when ../shared/data/tinyshakespeare.txt is absent."""
+def shakespeare_splits():
+    """(train, val, sha256) of char-level tiny Shakespeare: uint16 token arrays made in memory by
+    harness/spec/corpus.py (the rules scripts/prepare_data.py also follows), and the sha256 of the
+    text's bytes. Raises CaseDataError when ../shared/data/tinyshakespeare.txt is absent or unusable."""
     import hashlib
-    from harness.tools import data as hdata
-    if not TINYSHAKESPEARE.is_file():
-        raise CaseDataError(f"tiny Shakespeare not found at {TINYSHAKESPEARE} "
-                            f"(the shared folder beside the repo)")
-    out = Path(cache_dir or REPO_ROOT / ".nanoproof" / "data" / "shakespeare_char")
-    sha = hashlib.sha256(TINYSHAKESPEARE.read_bytes()).hexdigest()
+    from harness.spec import corpus
     try:
-        meta = hdata.load_meta(out)
-        fresh = meta.get("source_sha256") == sha and meta.get("encoding") == "char"
-    except hdata.DataError:
-        fresh = False
-    if not fresh:
-        hdata.prepare(TINYSHAKESPEARE, out, mode="char", block_size=64)
-    return hdata.load_split(out, "train"), hdata.load_split(out, "val"), sha
+        raw = TINYSHAKESPEARE.read_bytes()
+        train, val, _ = corpus.char_splits(raw.decode("utf-8"), what=str(TINYSHAKESPEARE))
+    except FileNotFoundError:
+        raise CaseDataError(f"tiny Shakespeare not found at {TINYSHAKESPEARE} "
+                            f"(the shared folder beside the repo)") from None
+    except (OSError, UnicodeDecodeError, corpus.DataError) as exc:
+        raise CaseDataError(f"tiny Shakespeare at {TINYSHAKESPEARE} is unusable: {exc}") from None
+    return train, val, hashlib.sha256(raw).hexdigest()
 
 
 def expected_datasets(case):

@@ -27,7 +27,6 @@ import hashlib
 import http.client
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -35,15 +34,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from harness.paths import REPO_ROOT
+from harness.paths import REPO_ROOT, atomic_write_bytes, atomic_write_files
+from harness.spec.corpus import DTYPE, DataError, char_decode, char_encode, char_splits, split_text
 SHARED_DIR = REPO_ROOT.parent / "shared"  # beside the repo root on our CI and dev machines
 
 FORMAT = "nanoproof-data-1"
 MODES = ("char", "gpt2")
 SPLITS = ("train", "val")
-TRAIN_FRACTION = 0.9  # nanoGPT: train = data[:int(n*0.9)], val = the rest
-DTYPE = np.uint16
-MAX_VOCAB = int(np.iinfo(DTYPE).max) + 1  # ids 0..65535 fit in uint16
 GPT2_VOCAB_SIZE = 50257
 
 TINYSHAKESPEARE_URL = (
@@ -51,59 +48,6 @@ TINYSHAKESPEARE_URL = (
 )
 TINYSHAKESPEARE_NAME = "tinyshakespeare.txt"
 DOWNLOAD_TIMEOUT_S = 30.0
-
-
-class DataError(Exception):
-    """A problem with the input text or a data folder, with a message meant for the user."""
-
-
-# ----------------------------------------------------------------------------- file helpers
-
-
-_UMASK = os.umask(0o022)  # read the process umask (os.umask can only read by setting) ...
-os.umask(_UMASK)  # ... and put it back at once
-
-
-def _write_bytes(f, data: bytes) -> None:
-    """Write a payload to an open temp file (a seam so tests can make a write fail midway)."""
-    f.write(data)
-
-
-def _write_temp(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a fresh temp file beside ``path``; return the temp path (removed on failure)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        with open(tmp, "wb") as f:
-            _write_bytes(f, data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _atomic_write_all(files: dict[Path, bytes]) -> None:
-    """Write several files so that each target is either its old contents or its complete new contents.
-
-    All temp files are written first; only when every one is complete are they renamed over their
-    targets, in the given order (put the file that describes the others, meta.json, last).
-    """
-    tmps: list[tuple[Path, Path]] = []
-    try:
-        for path, data in files.items():
-            tmps.append((_write_temp(path, data), path))
-        for tmp, path in tmps:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in tmps:
-            tmp.unlink(missing_ok=True)  # no-op for the ones already renamed
-
-
-from harness.paths import atomic_write_bytes  # noqa: E402,F401  (the one atomic write of one file)
 
 
 def one_line(x: object) -> str:
@@ -139,25 +83,6 @@ def _gpt2_encoding():
 # ----------------------------------------------------------------------------- encode / decode
 
 
-def _char_encode(text: str, codepoints: np.ndarray, *, what: str) -> np.ndarray:
-    """Map each character of ``text`` to its index in the sorted ``codepoints``; uint16 ids."""
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
-    ids = np.searchsorted(codepoints, codes)
-    ok = ids < len(codepoints)
-    ok[ok] = codepoints[ids[ok]] == codes[ok]
-    if not ok.all():
-        bad = chr(int(codes[np.argmin(ok)]))
-        raise DataError(f"{what}: character {bad!r} is not in the char vocabulary")
-    return ids.astype(DTYPE)
-
-
-def _char_decode(ids, codepoints: np.ndarray) -> str:
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.size and (ids.min() < 0 or ids.max() >= len(codepoints)):
-        raise DataError(f"token id out of range for a char vocabulary of {len(codepoints)}")
-    return codepoints[ids].astype("<u4").tobytes().decode("utf-32-le")
-
-
 def encoder(meta: dict) -> tuple[Callable[[str], list[int]], Callable[[Sequence[int]], str]]:
     """Return ``(encode, decode)`` for a data folder's meta: ``encode(str) -> list[int]``,
     ``decode(ids) -> str`` (ids: any sequence or array of ints)."""
@@ -166,10 +91,10 @@ def encoder(meta: dict) -> tuple[Callable[[str], list[int]], Callable[[Sequence[
         codepoints = np.array([ord(c) for c in meta["chars"]], dtype=np.uint32)
 
         def encode(s: str) -> list[int]:
-            return _char_encode(s, codepoints, what="encode").tolist()
+            return char_encode(s, codepoints, what="encode").tolist()
 
         def decode(ids: Sequence[int]) -> str:
-            return _char_decode(ids, codepoints)
+            return char_decode(ids, codepoints)
 
         return encode, decode
     if encoding == "gpt2":
@@ -279,24 +204,16 @@ def prepare(
         raise DataError(f"block_size must be a positive integer, got {block_size!r}")
     text_path = Path(text_path)
     text, sha256 = read_text(text_path)
-    cut = int(len(text) * TRAIN_FRACTION)
-    train_text, val_text = text[:cut], text[cut:]
 
     if mode == "char":
-        codepoints = np.unique(np.frombuffer(text.encode("utf-32-le"), dtype="<u4"))  # sorted set
+        train_ids, val_ids, codepoints = char_splits(text, what=f"input file {text_path}")
         vocab_size = len(codepoints)
-        if vocab_size > MAX_VOCAB:
-            raise DataError(
-                f"input file {text_path} has {vocab_size} distinct characters: a char vocabulary of "
-                f"{vocab_size} does not fit in uint16 token ids (at most {MAX_VOCAB}); use --mode gpt2"
-            )
         chars = [chr(int(c)) for c in codepoints]
-        train_ids = _char_encode(train_text, codepoints, what=str(text_path))
-        val_ids = _char_encode(val_text, codepoints, what=str(text_path))
     else:
         enc = _gpt2_encoding()
         vocab_size = enc.n_vocab
         chars = None
+        train_text, val_text = split_text(text)
         train_ids = np.array(enc.encode_ordinary(train_text), dtype=DTYPE)
         val_ids = np.array(enc.encode_ordinary(val_text), dtype=DTYPE)
 
@@ -322,7 +239,7 @@ def prepare(
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_all(
+        atomic_write_files(
             {
                 out_dir / "train.bin": train_ids.tobytes(),
                 out_dir / "val.bin": val_ids.tobytes(),

@@ -19,8 +19,9 @@ from harness.spec.contract import HPARAM_KEYS, ContractError, load_impl, load_re
 from harness.cli import DeviceError, array_module, nonnegative_int, positive_int  # noqa: E402
 from harness.tools.data import REPO_ROOT, DataError, find_tinyshakespeare, load_meta, prepare  # noqa: E402
 from harness.tools.training import (  # noqa: E402
-    CKPT_NAME, LOG_NAME, PLOT_NAME, TrainingError, make_config, train,
+    make_config, train,
 )
+from harness.tools.checkpoints import CKPT_NAME, LOG_NAME, PLOT_NAME, TrainingError  # noqa: E402
 
 DEFAULT_DATASET = REPO_ROOT / "data" / "shakespeare_char"
 DEFAULT_OUT_DIR = REPO_ROOT / "out"

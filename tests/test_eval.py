@@ -16,7 +16,8 @@ from harness.tools.data import load_split, prepare  # noqa: E402
 from harness.cli import load_script  # noqa: E402
 from harness.tools.evaluate import windows  # noqa: E402
 from harness.measure.oracle import hf_loss, save_random_checkpoint, transformers_gpt2  # noqa: E402
-from harness.tools.training import CKPT_NAME, load_checkpoint, train  # noqa: E402
+from harness.tools.checkpoints import CKPT_NAME, load_checkpoint  # noqa: E402
+from harness.tools.training import train  # noqa: E402
 
 GPT2_CONFIG = {"vocab_size": 50257, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16}
 CHAR_CONFIG = {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}  # vocab_size: the data's

@@ -18,8 +18,9 @@ from conftest import require
 from harness.cli import load_script
 from harness.tools.data import prepare
 from harness.tools.training import (
-    CKPT_NAME, LOG_NAME, PLOT_NAME, CheckpointError, TrainingError, load_checkpoint, train,
+    train,
 )
+from harness.tools.checkpoints import CKPT_NAME, LOG_NAME, PLOT_NAME, CheckpointError, TrainingError, load_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@
 
 What is measured (rounding-only changes: each must stay within its tolerance):
   semantic  the largest error, per entry, of impl/gpt2.py, of reference/ itself re-run here, and of
-            the rounding-only rewrites of impl/gpt2.py in harness/measure/mutate.py's catalog (reassociated
+            the rounding-only rewrites of impl/gpt2.py in harness/measure/catalog.py's catalog (reassociated
             GELU, split qkv matmul, scale folded into q, 1/sqrt for rstd, fused AdamW, rewritten
             cosine schedule, per-head attention loop, ...), each against the float64 golden of every
             trajectory case and of the generate case;
@@ -55,7 +55,7 @@ import os  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from harness.measure import mutate
+from harness.measure import catalog
 from harness.judge import score, tiers
 from harness.spec import tolerances  # noqa: E402
 from harness.spec.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES, CaseDataError  # noqa: E402
@@ -333,18 +333,18 @@ def measured_on(per_kernel, key, worst):
 
 def rewrite_modules(impl_path, tmp):
     """[(label, module)]: impl, reference/, and each rounding-only rewrite of impl (the "equivalent"
-    entries of harness/measure/mutate.py's catalog, the one list of them), written to the folder tmp; a
+    entries of harness/measure/catalog.py's catalog, the one list of them), written to the folder tmp; a
     stale entry is reported."""
     modules = [("impl", load_impl(impl_path)), ("reference", load_reference())]
     src = Path(impl_path).read_text()
     tmp = Path(tmp)
-    for entry in (m for m in mutate.CATALOG if m["kind"] == "equivalent"):
-        if mutate.status_of(entry, src) != "ok":
-            print(f"rewrite '{entry['name']}': {mutate.status_of(entry, src)} in {impl_path}, skipped",
+    for entry in (m for m in catalog.CATALOG if m["kind"] == "equivalent"):
+        if catalog.status_of(entry, src) != "ok":
+            print(f"rewrite '{entry['name']}': {catalog.status_of(entry, src)} in {impl_path}, skipped",
                   file=sys.stderr)
             continue
         p = tmp / f"rewrite_{entry['name']}.py"
-        p.write_text(mutate.apply(entry, src))
+        p.write_text(catalog.apply(entry, src))
         modules.append((f"rewrite '{entry['name']}'", load_impl(p)))
     return modules
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Measure the harness's power: apply each mutant of the catalog (harness/measure/mutate.py) to a temporary
+"""Measure the harness's power: apply each mutant of the catalog (harness/measure/catalog.py) to a temporary
 copy of impl/gpt2.py, run verify's tiers on it, and report which tier caught it, where.
 
     python scripts/mutate.py --report                 # all mutants, semantic + backend tiers, table
@@ -16,7 +16,7 @@ false alarm). The catalog was written against impl/gpt2.py as shipped (frozen in
 tests/fixtures/gpt2_frozen.py); against an edited impl/gpt2.py or --impl OTHER, entries whose `old` text
 no longer occurs exactly once there are reported as information ("N of M catalog entries no longer
 apply to FILE"), not run, and left out of the kill counts: never a failure.
---sensitivity scales one constant of impl at a time (harness/measure/mutate.py PROBES: LayerNorm eps, GELU
+--sensitivity scales one constant of impl at a time (harness/measure/catalog.py PROBES: LayerNorm eps, GELU
 constants, attention scale, init std, warmup and decay lengths, clipping, AdamW betas, eps, weight
 decay, learning rate, sampling temperature) by 1 + delta, delta going down 1e-1, 3e-2, 1e-2, ... until
 each tier misses it, and reports per tier the smallest delta still detected and which tolerance
@@ -38,7 +38,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
-from harness.measure import mutate  # noqa: E402
+from harness.measure import catalog, mutate, sensitivity  # noqa: E402
 from harness.spec.contract import DEFAULT_IMPL  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--impl", default=str(DEFAULT_IMPL), help="implementation the catalog edits (default impl/gpt2.py)")
     ap.add_argument("--only", action="append", metavar="NAME", help="only this mutant (repeatable)")
-    ap.add_argument("--subset", choices=sorted(mutate.SUBSETS), help="a named subset of the catalog")
+    ap.add_argument("--subset", choices=sorted(catalog.SUBSETS), help="a named subset of the catalog")
     ap.add_argument("--tier", action="append", choices=list(mutate.ALL_TIERS),
                     help="tier to run (repeatable; default semantic and backend; score takes ~10 s a mutant)")
     ap.add_argument("--score", action="store_true", help="add the score tier to the default tiers")
@@ -71,32 +71,32 @@ def main(argv=None):
                     help="instead of the catalog: the smallest relative change of each constant each tier detects")
     ap.add_argument("--probe", action="append", metavar="NAME",
                     help="with --sensitivity: only this constant (repeatable; names: "
-                         + ", ".join(p["name"] for p in mutate.PROBES) + ")")
+                         + ", ".join(p["name"] for p in catalog.PROBES) + ")")
     args = ap.parse_args(argv)
     source = Path(args.impl).read_text(encoding="utf-8")
     if args.list:
-        for m in mutate.CATALOG:
-            print(f"{m['name']:32} {m['kind']:10} {mutate.status_of(m, source):9} {m['description']}")
-        print(mutate.not_applying_line([{"name": m["name"], "status": mutate.status_of(m, source)}
-                                        for m in mutate.CATALOG], args.impl))
+        for m in catalog.CATALOG:
+            print(f"{m['name']:32} {m['kind']:10} {catalog.status_of(m, source):9} {m['description']}")
+        print(catalog.not_applying_line([{"name": m["name"], "status": catalog.status_of(m, source)}
+                                        for m in catalog.CATALOG], args.impl))
         return 0
     tiers = tuple(args.tier) if args.tier else mutate.FAST_TIERS + (("score",) if args.score else ())
     tiers = tuple(t for t in mutate.ALL_TIERS if t in tiers)
     log = None if (args.quiet or args.json == "-") else (lambda s: print(s, file=sys.stderr, flush=True))
     if args.sensitivity:
-        known = {p["name"]: p for p in mutate.PROBES}
+        known = {p["name"]: p for p in catalog.PROBES}
         unknown = [n for n in args.probe or [] if n not in known]
         if unknown:
             print(f"mutate: unknown probe(s): {', '.join(unknown)} (known: {', '.join(known)})", file=sys.stderr)
             return 2
-        probes = [known[n] for n in args.probe] if args.probe else mutate.PROBES
-        doc = mutate.run_sensitivity(probes, tiers, args.impl, log=log)
-        print("\n".join(mutate.format_sensitivity(doc)))
+        probes = [known[n] for n in args.probe] if args.probe else catalog.PROBES
+        doc = sensitivity.run_sensitivity(probes, tiers, args.impl, log=log)
+        print("\n".join(sensitivity.format_sensitivity(doc)))
         if args.json:
             mutate.write_json(doc, args.json)
         return 0   # probes that no longer apply are information (printed above), never a failure
     try:
-        entries = mutate.select(args.only, args.subset)
+        entries = catalog.select(args.only, args.subset)
     except KeyError as exc:
         print(f"mutate: {exc.args[0]}", file=sys.stderr)
         return 2

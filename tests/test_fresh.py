@@ -155,7 +155,7 @@ def test_no_seed_draws_one_and_says_which(tol):
     assert not any(r.failed for r in results)
 
 
-# rounding-only rewrites (from harness/measure/mutate.py's catalog, written out here against the frozen copy)
+# rounding-only rewrites (from harness/measure/catalog.py's catalog, written out here against the frozen copy)
 REWRITES = {
     "attn_scale_into_q": [("att = q @ k.transpose(0, 1, 3, 2)                                   # (B, NH, T, T)\n"
                            "        att *= 1.0 / math.sqrt(HS)\n",

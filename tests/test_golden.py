@@ -2,7 +2,7 @@
 (NANOPROOF_IMPL or impl/gpt2.py). A failure prints the tier's divergence table."""
 import pytest
 
-from harness.measure import mutate
+from harness.measure import catalog, mutate
 from harness.judge import report, score, tiers
 from harness.spec import tolerances
 from harness.spec.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES
@@ -84,13 +84,13 @@ def test_generate_golden_matches_reference(case, ref, tol):
     assert not res.failed, _explain(res)
 
 
-@pytest.mark.parametrize("name", [m["name"] for m in mutate.CATALOG if m["area"] == "generate"])
+@pytest.mark.parametrize("name", [m["name"] for m in catalog.CATALOG if m["area"] == "generate"])
 def test_generate_mutants_fail_at_the_expected_step(tmp_path, name, tol):
-    """Each generation mutant of harness/measure/mutate.py's catalog fails the generate case's semantic tier at
+    """Each generation mutant of harness/measure/catalog.py's catalog fails the generate case's semantic tier at
     its expected row (an equivalent rewrite passes)."""
-    entry = mutate.by_name()[name]
+    entry = catalog.by_name()[name]
     path = tmp_path / f"{name}.py"
-    path.write_text(mutate.apply(entry, mutate.FIXTURE.read_text()))
+    path.write_text(catalog.apply(entry, catalog.FIXTURE.read_text()))
     c = CASES["generate"]
     res, _ = tiers.generate(load_impl(path), c, tiers.load_case_golden(c), ORACLE, tol)
     row = res.first_failure()
@@ -102,7 +102,7 @@ def test_generate_mutants_fail_at_the_expected_step(tmp_path, name, tol):
 
 
 def test_generate_crash_and_early_stop_are_named(tmp_path, tol):
-    src = mutate.FIXTURE.read_text()
+    src = catalog.FIXTURE.read_text()
     for old in ("    done, out = np.zeros(B, bool), []\n", "for t in range(L, min(L + n_tokens, T)):"):
         assert src.count(old) == 1, f"the frozen fixture's generate changed: update this test ({old!r})"
     crash = tmp_path / "crash.py"

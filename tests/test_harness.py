@@ -2,7 +2,7 @@
 refusal to overwrite, the exact tier, and verify's naming of the first diverging tensor.
 
 The mutants here, the rounding-only rewrite and the exact tier's snapshot are made from the frozen copy
-of impl/gpt2.py (harness.measure.mutate.FIXTURE, tests/fixtures/gpt2_frozen.py): they test the harness on known
+of impl/gpt2.py (harness.measure.catalog.FIXTURE, tests/fixtures/gpt2_frozen.py): they test the harness on known
 edits, so they must not depend on the text of impl/gpt2.py, which users edit."""
 import json
 import shutil
@@ -14,7 +14,7 @@ import pytest
 
 from harness.judge import compare, report, tiers
 from harness.golden import files as golden, snapshot
-from harness.measure import mutate
+from harness.measure import catalog
 from harness.spec import tolerances
 from harness.spec.cases import CASES, TINY, golden_path, regen_command
 from harness.spec.contract import ContractError, load_impl
@@ -22,7 +22,7 @@ from harness.golden.files import GoldenError, read_golden, write_golden
 from harness.golden.regen import regenerate
 
 REPO = Path(__file__).resolve().parents[1]
-FROZEN = mutate.FIXTURE   # the frozen copy of impl/gpt2.py the mutants below are written against
+FROZEN = catalog.FIXTURE   # the frozen copy of impl/gpt2.py the mutants below are written against
 
 
 # ----------------------------------------------------------------------------- comparisons

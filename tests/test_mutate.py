@@ -1,5 +1,5 @@
-"""Mutation testing of the harness (harness/measure/mutate.py): the catalog is well-formed against the frozen
-copy of impl/gpt2.py it was written for (mutate.FIXTURE, tests/fixtures/gpt2_frozen.py), and a fixed
+"""Mutation testing of the harness (harness/measure/catalog.py, mutate.py, sensitivity.py): the catalog is well-formed against the frozen
+copy of impl/gpt2.py it was written for (catalog.FIXTURE, tests/fixtures/gpt2_frozen.py), and a fixed
 subset of it is caught (semantic mutants) or passed (equivalent rewrites) there. These are tests of the
 harness on known mutants, so they never read impl/gpt2.py, whose text users edit; against an edited
 file, entries that no longer apply are information, never failures (the last tests here)."""
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.measure import mutate
+from harness.measure import catalog, mutate, sensitivity
 
-SOURCE = mutate.FIXTURE.read_text(encoding="utf-8")
+SOURCE = catalog.FIXTURE.read_text(encoding="utf-8")
 _spec = importlib.util.spec_from_file_location(
     "_nanoproof_scripts_mutate", Path(__file__).resolve().parents[1] / "scripts" / "mutate.py")
 mutate_cli = importlib.util.module_from_spec(_spec)   # scripts/mutate.py, under a private name
@@ -19,14 +19,14 @@ _spec.loader.exec_module(mutate_cli)
 
 
 def test_catalog_well_formed():
-    assert mutate.catalog_problems(SOURCE) == []
-    names = [m["name"] for m in mutate.CATALOG]
+    assert catalog.catalog_problems(SOURCE) == []
+    names = [m["name"] for m in catalog.CATALOG]
     assert len(names) == len(set(names))
-    assert sum(m["kind"] == "semantic" for m in mutate.CATALOG) >= 40
-    assert sum(m["kind"] == "equivalent" for m in mutate.CATALOG) >= 10
-    for m in mutate.CATALOG:
+    assert sum(m["kind"] == "semantic" for m in catalog.CATALOG) >= 40
+    assert sum(m["kind"] == "equivalent" for m in catalog.CATALOG) >= 10
+    for m in catalog.CATALOG:
         assert SOURCE.count(m["old"]) == 1, m["name"]
-        assert mutate.apply(m, SOURCE) != SOURCE
+        assert catalog.apply(m, SOURCE) != SOURCE
 
 
 def test_stale_entry_is_reported_not_skipped(tmp_path):
@@ -36,31 +36,31 @@ def test_stale_entry_is_reported_not_skipped(tmp_path):
     assert r["status"] == "stale" and r["verdicts"] == {}      # information, not a verdict
     s = mutate.summarize([r], mutate.FAST_TIERS)
     assert s["stale"] == ["gone"] and s["applied"] == 0 and s["kill_rate"]["semantic"]["of"] == 0
-    assert any("stale" in p for p in mutate.catalog_problems(SOURCE, [entry]))
+    assert any("stale" in p for p in catalog.catalog_problems(SOURCE, [entry]))
 
 
 def test_deletion_allowed_but_missing_new_reported():
-    entry = mutate.by_name()["ln_back_drop_var"]
+    entry = catalog.by_name()["ln_back_drop_var"]
     deleting = dict(entry, new="")
-    assert SOURCE.count(entry["old"]) == 1 and len(mutate.apply(deleting, SOURCE)) < len(SOURCE)
-    assert not any("missing" in p for p in mutate.catalog_problems(SOURCE, [deleting]))
+    assert SOURCE.count(entry["old"]) == 1 and len(catalog.apply(deleting, SOURCE)) < len(SOURCE)
+    assert not any("missing" in p for p in catalog.catalog_problems(SOURCE, [deleting]))
     no_new = {k: v for k, v in entry.items() if k != "new"}
-    assert f"{entry['name']}: missing new" in mutate.catalog_problems(SOURCE, [no_new])
+    assert f"{entry['name']}: missing new" in catalog.catalog_problems(SOURCE, [no_new])
 
 
 @pytest.fixture(scope="module")
 def ci_run():
-    return mutate.run_catalog(mutate.select(subset="ci"), mutate.FAST_TIERS, mutate.FIXTURE)
+    return mutate.run_catalog(catalog.select(subset="ci"), mutate.FAST_TIERS, catalog.FIXTURE)
 
 
 def test_ci_subset_covers_layers_optimizer_sampler():
-    entries = mutate.select(subset="ci")
+    entries = catalog.select(subset="ci")
     sem = [m for m in entries if m["kind"] == "semantic"]
     assert len(sem) >= 8 and sum(m["kind"] == "equivalent" for m in entries) >= 3
     assert {"init", "sampler", "schedule", "forward", "backward", "optimizer"} <= {m["area"] for m in sem}
 
 
-@pytest.mark.parametrize("name", [n for n in mutate.CI_SUBSET if mutate.by_name()[n]["kind"] == "semantic"])
+@pytest.mark.parametrize("name", [n for n in catalog.CI_SUBSET if catalog.by_name()[n]["kind"] == "semantic"])
 def test_semantic_mutant_killed_at_expected_tensor(ci_run, name):
     r = next(r for r in ci_run["results"] if r["name"] == name)
     assert r["status"] == "ok"
@@ -68,7 +68,7 @@ def test_semantic_mutant_killed_at_expected_tensor(ci_run, name):
     assert r["expect_matched"] is True, (r["expect"], r["first"].get("semantic"))
 
 
-@pytest.mark.parametrize("name", [n for n in mutate.CI_SUBSET if mutate.by_name()[n]["kind"] == "equivalent"])
+@pytest.mark.parametrize("name", [n for n in catalog.CI_SUBSET if catalog.by_name()[n]["kind"] == "equivalent"])
 def test_equivalent_rewrite_passes(ci_run, name):
     r = next(r for r in ci_run["results"] if r["name"] == name)
     assert r["status"] == "ok"
@@ -82,25 +82,25 @@ def test_report_formats(ci_run):
 
 
 def test_sensitivity_probes_well_formed():
-    names = [p["name"] for p in mutate.PROBES]
+    names = [p["name"] for p in catalog.PROBES]
     assert len(names) == len(set(names))
     # the constants the mutation-testing issue names, each probed
     assert {"ln_eps", "gelu_c", "gelu_cubic", "attn_scale", "init_std", "warmup_iters", "lr_decay_iters",
             "grad_clip", "beta1", "beta2", "adam_eps", "weight_decay"} <= set(names)
-    for p in mutate.PROBES:
-        assert mutate.status_of(p, SOURCE) == "ok", p["name"]
-        entry = mutate.probe_entry(p, 1e-3)
+    for p in catalog.PROBES:
+        assert catalog.status_of(p, SOURCE) == "ok", p["name"]
+        entry = sensitivity.probe_entry(p, 1e-3)
         assert "{f}" not in entry["new"] and "1.001" in entry["new"]
-        assert mutate.apply(entry, SOURCE) != SOURCE
+        assert catalog.apply(entry, SOURCE) != SOURCE
 
 
 def test_sensitivity_brackets_the_threshold():
-    probe = next(p for p in mutate.PROBES if p["name"] == "ln_eps")
-    doc = mutate.run_sensitivity([probe], ("semantic",), mutate.FIXTURE, deltas=(1e-3, 1e-13))
+    probe = next(p for p in catalog.PROBES if p["name"] == "ln_eps")
+    doc = sensitivity.run_sensitivity([probe], ("semantic",), catalog.FIXTURE, deltas=(1e-3, 1e-13))
     v = doc["probes"][0]["tiers"]["semantic"]
     assert v["detected"] == 1e-3 and v["missed"] == 1e-13, v      # 1e-13 of 1e-5 is below float64's reach
     assert v["first"]["tolerance"].startswith("semantic."), v["first"]
-    text = "\n".join(mutate.format_sensitivity(doc))
+    text = "\n".join(sensitivity.format_sensitivity(doc))
     assert "ln_eps" in text and "per tolerance" in text and v["first"]["tolerance"] in text
 
 
@@ -128,7 +128,7 @@ def test_rows_carry_their_tolerance_entry():
                                                 "semantic.trajectory.loss", "semantic.trajectory.grad_norm"}
     assert seen[("semantic", "generate")] == {"semantic.generate.logits", "semantic.generate.tokens"}
     assert seen[("backend", "forward")] <= {"backend.k", "backend.floor"}
-    assert mutate.tolerance_key({"tier": "semantic", "section": "forward", "entry": "semantic.activations"}) \
+    assert sensitivity.tolerance_key({"tier": "semantic", "section": "forward", "entry": "semantic.activations"}) \
         == "semantic.activations"
 
 
@@ -150,9 +150,9 @@ def renamed_impl(tmp_path):
 def test_entries_that_no_longer_apply_are_information(renamed_impl):
     """Against an edited file the catalog entries whose text is gone are not run, not counted and not a
     failure: the report says how many no longer apply; the counts cover only the entries that did."""
-    gone = [m["name"] for m in mutate.CATALOG if mutate.status_of(m, renamed_impl.read_text()) != "ok"]
+    gone = [m["name"] for m in catalog.CATALOG if catalog.status_of(m, renamed_impl.read_text()) != "ok"]
     assert "gelu_cubic_const" in gone and "eq_gelu_reassociated" in gone
-    doc = mutate.run_catalog(mutate.select(only=gone + ["grad_norm_no_sqrt"]), ("semantic",), renamed_impl)
+    doc = mutate.run_catalog(catalog.select(only=gone + ["grad_norm_no_sqrt"]), ("semantic",), renamed_impl)
     s = doc["summary"]
     assert sorted(s["stale"]) == sorted(gone) and s["applied"] == 1 and s["entries"] == len(gone) + 1
     assert s["kill_rate"]["semantic"] == {"killed": 1, "of": 1, "rate": 1.0}
@@ -166,17 +166,17 @@ def test_entries_that_no_longer_apply_are_information(renamed_impl):
 
 
 def test_cli_exit_status_ignores_entries_that_no_longer_apply(renamed_impl, capsys):
-    gone = [m["name"] for m in mutate.CATALOG if mutate.status_of(m, renamed_impl.read_text()) != "ok"]
+    gone = [m["name"] for m in catalog.CATALOG if catalog.status_of(m, renamed_impl.read_text()) != "ok"]
     args = ["--impl", str(renamed_impl), "--report", "--quiet"] + [a for n in gone for a in ("--only", n)]
     assert mutate_cli.main(args) == 0
     assert f"{len(gone)} of {len(gone)} catalog entries no longer apply to {renamed_impl}" in capsys.readouterr().out
     assert mutate_cli.main(["--impl", str(renamed_impl), "--list"]) == 0
     out = capsys.readouterr().out
-    assert f"{len(gone)} of {len(mutate.CATALOG)} catalog entries no longer apply" in out
+    assert f"{len(gone)} of {len(catalog.CATALOG)} catalog entries no longer apply" in out
 
 
 def test_sensitivity_probe_that_no_longer_applies_is_information(renamed_impl):
-    probe = next(p for p in mutate.PROBES if p["name"] == "gelu_cubic")
-    doc = mutate.run_sensitivity([probe], ("semantic",), renamed_impl)
+    probe = next(p for p in catalog.PROBES if p["name"] == "gelu_cubic")
+    doc = sensitivity.run_sensitivity([probe], ("semantic",), renamed_impl)
     assert doc["probes"][0]["status"] == "stale" and doc["probes"][0]["tiers"] == {}
-    assert f"1 of 1 probes no longer apply to {renamed_impl}" in "\n".join(mutate.format_sensitivity(doc))
+    assert f"1 of 1 probes no longer apply to {renamed_impl}" in "\n".join(sensitivity.format_sensitivity(doc))

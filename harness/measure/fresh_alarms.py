@@ -48,27 +48,27 @@ def measure(subjects, seeds, tol=None, log=print):
 
 
 def rounding_rewrites(base, folder):
-    """[(label, path)] of harness/measure/mutate.py's rounding-only ("equivalent") rewrites applied to the
+    """[(label, path)] of harness/measure/catalog.py's rounding-only ("equivalent") rewrites applied to the
     file `base`, written to `folder`; entries whose text `base` lacks are skipped (named)."""
     from pathlib import Path
-    from harness.measure import mutate
+    from harness.measure import catalog
     text = Path(base).read_text(encoding="utf-8")
     out = []
-    for m in mutate.CATALOG:
+    for m in catalog.CATALOG:
         if m["kind"] != "equivalent":
             continue
-        if mutate.status_of(m, text) != "ok":
-            print(f"  rewrite {m['name']}: {mutate.status_of(m, text)} in {base}, skipped")
+        if catalog.status_of(m, text) != "ok":
+            print(f"  rewrite {m['name']}: {catalog.status_of(m, text)} in {base}, skipped")
             continue
         path = Path(folder) / f"gpt2_{m['name']}.py"
-        path.write_text(mutate.apply(m, text), encoding="utf-8")
+        path.write_text(catalog.apply(m, text), encoding="utf-8")
         out.append((f"rewrite {m['name']}", path))
     return out
 
 
 def main(argv=None):
     """python -m harness.measure.fresh_alarms --seeds 200: the fresh tier's false alarms over many seeds on
-    impl/gpt2.py, reference/ and every rounding-only rewrite of harness/measure/mutate.py's catalog (each run
+    impl/gpt2.py, reference/ and every rounding-only rewrite of harness/measure/catalog.py's catalog (each run
     in this process: the verdicts are those of verify's worker runs), with the worst error /
     tolerance per tolerance entry."""
     import argparse

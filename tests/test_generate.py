@@ -5,7 +5,6 @@ impl equals reference/sampling.py, and the sampling rules (temperature, top-k, t
 block_size or a stop token) hold as properties."""
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 
 from harness.judge.compare import normwise
 
-REPO = Path(__file__).resolve().parents[1]
+from harness.paths import REPO_ROOT as REPO
 TINY = {"vocab_size": 64, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16}
 GPT2_VOCAB = {"vocab_size": 50257, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16}
 PROMPTS = [[5, 6, 7, 8, 9], [10, 20], [30, 4, 5, 6]]

@@ -13,13 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from harness.golden import files as golden, regen
+from harness.golden import files as golden
 from harness.spec import tolerances
 from harness.spec.cases import (CASES, GENERATE, SHAKESPEARE_CHAR, TINY, expected_datasets, golden_path,
                            regen_command)
@@ -27,7 +26,7 @@ from harness.cli import load_script
 from harness.golden.files import GoldenError, clean_stale_temps, read_golden, write_golden
 from harness.golden.regen import ALL_BACKENDS, regenerate
 
-REPO = Path(__file__).resolve().parents[1]
+from harness.paths import REPO_ROOT as REPO
 QUIET = dict(log=lambda m: None)
 
 

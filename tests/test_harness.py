@@ -6,7 +6,6 @@ of impl/gpt2.py (harness.measure.catalog.FIXTURE, tests/fixtures/gpt2_frozen.py)
 edits, so they must not depend on the text of impl/gpt2.py, which users edit."""
 import json
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -21,7 +20,7 @@ from harness.spec.contract import ContractError, load_impl
 from harness.golden.files import GoldenError, read_golden, write_golden
 from harness.golden.regen import regenerate
 
-REPO = Path(__file__).resolve().parents[1]
+from harness.paths import REPO_ROOT as REPO
 FROZEN = catalog.FIXTURE   # the frozen copy of impl/gpt2.py the mutants below are written against
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness.paths import REPO_ROOT as ROOT
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

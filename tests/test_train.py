@@ -22,7 +22,7 @@ from harness.tools.training import (
 )
 from harness.tools.checkpoints import CKPT_NAME, LOG_NAME, PLOT_NAME, CheckpointError, TrainingError, load_checkpoint
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from harness.paths import REPO_ROOT
 
 CONFIG = {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}  # vocab_size: the data's
 HPARAMS = {"learning_rate": 1e-2, "min_lr": 1e-3, "warmup_iters": 5, "lr_decay_iters": 20,

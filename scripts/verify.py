@@ -49,6 +49,28 @@ from harness.spec.tolerances import ToleranceError, load as load_tolerances  # n
 from harness.runner.worker import DEFAULT_TIMEOUT  # noqa: E402
 
 
+def print_full(results):
+    """--full: every tier's whole table, every row."""
+    shown = set()
+    for r in results:
+        label = f"{r.case} — {r.tier}" + (f" [{r.backend}]" if r.backend else "")
+        head = r.info if r.tier == "exact" and r.info else r.verdict
+        extra = f"; {r.info}" if r.info and r.tier != "exact" and not r.skipped \
+            and (r.case, r.info) not in shown else ""
+        shown.add((r.case, r.info))
+        print(f"\n== {label}: {head}" + (f" ({r.seconds:.1f} s{extra})" if r.seconds else extra))
+        if r.tier == "exact" and not r.skipped:
+            for row in r.rows:
+                print(f"  {row.name}: {row.note}")
+            continue
+        print("\n".join(report.table(r, full=True)))
+        if r.first_failure() is not None:
+            print(f"  first divergence: {report.describe_failure(r)}")
+        if r.output and r.failed:
+            print("  what the code under test printed:\n" + "\n".join(
+                "    " + ln for ln in r.output.splitlines()[-20:]))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--impl", default=str(DEFAULT_IMPL), help="implementation file (default impl/gpt2.py)")
@@ -64,7 +86,12 @@ def main(argv=None):
                     help="wall-clock limit of each worker process that runs the implementation "
                          "(default %(default)g s); a worker past it is killed and the run FAILs")
     ap.add_argument("--json", metavar="PATH", help="also write the full report as JSON ('-': stdout only)")
-    ap.add_argument("--full", action="store_true", help="print every row (no folding of passing rows)")
+    ap.add_argument("--full", action="store_true",
+                    help="print every row of every tier (default: one line per case and tier, and "
+                         "around a failure its first divergence and the rows next to it)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="print only the verdict line")
+    ap.add_argument("--fail-fast", action="store_true",
+                    help="stop at the first case that fails (the tiers after it are not run)")
     ap.add_argument("--golden-dir", default=None, help="folder of the golden files (default golden/)")
     args = ap.parse_args(argv)
     known = set(verify.TIERS) | {"numpy-float32", "cupy-float32", "cupy-float64"}
@@ -91,7 +118,7 @@ def main(argv=None):
             results = [failed_import]
         else:
             results = verify.run(runner, args.case, tuple(args.tier or verify.TIERS), args.golden_dir,
-                                 fresh_seed=args.fresh_seed, tol=tol)
+                                 fresh_seed=args.fresh_seed, tol=tol, fail_fast=args.fail_fast)
     except ContractError as exc:
         print(f"verify: contract error: {exc}", file=sys.stderr)
         return 2
@@ -100,31 +127,14 @@ def main(argv=None):
         return 2
     seconds = time.perf_counter() - t0
     verdict = report.verdict(results, args.require)
+    if not quiet and not args.quiet:
+        print(f"impl: {args.impl} ({size['non_blank_lines']} non-blank lines)")
+        if args.full:
+            print_full(results)
+        else:
+            print("\n".join(report.compact(results)))
     if not quiet:
-        print(f"impl: {args.impl}: {size['lines']} lines, {size['non_blank_lines']} non-blank, "
-              f"{size['characters']} characters")
-        shown = set()
-        for r in results:
-            label = f"{r.case} — {r.tier}" + (f" [{r.backend}]" if r.backend else "")
-            head = r.info if r.tier == "exact" and r.info else r.verdict
-            extra = f"; {r.info}" if r.info and r.tier != "exact" and not r.skipped \
-                and (r.case, r.info) not in shown else ""
-            shown.add((r.case, r.info))
-            print(f"\n== {label}: {head}" + (f" ({r.seconds:.1f} s{extra})" if r.seconds else extra))
-            if r.tier == "exact" and not r.skipped:
-                for row in r.rows[:10]:
-                    print(f"  {row.name}: {row.note}")
-                if len(r.rows) > 10:
-                    print(f"  ... {len(r.rows) - 10} more")
-                continue
-            print("\n".join(report.table(r, full=args.full)))
-            first = r.first_failure()
-            if first is not None:
-                print(f"  first divergence: {report.describe_failure(r)}")
-            if r.output and r.failed:
-                print("  what the code under test printed:\n" + "\n".join(
-                    "    " + ln for ln in r.output.splitlines()[-20:]))
-        print(f"\n{verdict.line} ({seconds:.1f} s)")
+        print(f"\n{verdict.line} ({seconds:.1f} s)" if not args.quiet else f"{verdict.line} ({seconds:.1f} s)")
     if args.json:
         doc = {"verdict": "OK" if verdict.ok else "FAIL", "summary": verdict.line,
                "not_run": verdict.not_run, "impl": size, "seconds": round(seconds, 2),

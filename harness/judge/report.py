@@ -81,19 +81,26 @@ class TierResult:
 # ----------------------------------------------------------------------------- printing
 
 
+UNITS = {"rel": "", "abs": "", "ulp": " ulp", "sigma": " σ", "exact": " differ", "bits": " bits"}
+
+
 def _num(x, metric=None):
+    """A number for the report, with its unit: ulp (units in the last place), σ (standard deviations
+    of the seed ensemble), "differ" (count of differing elements); rel and abs errors are bare (the
+    column or the line says "rel err")."""
     if x is None:
         return "-"
     if isinstance(x, str):
         return x
+    unit = UNITS.get(metric, "")
     if metric in ("ulp", "exact") and (isinstance(x, int) or float(x).is_integer()) \
             and math.isfinite(x) and abs(x) < 1e6:
-        return f"{int(x)}" + (" ulp" if metric == "ulp" else "")
+        return f"{int(x)}{unit}"
     if isinstance(x, float) and math.isnan(x):
         return "nan"
     if isinstance(x, float) and math.isinf(x):
         return "inf"
-    return f"{x:.2e}"
+    return f"{x:.2e}{unit}"
 
 
 def _shape(s):
@@ -181,11 +188,63 @@ def describe_failure(result):
     step = "" if r.step is None else f", step {r.step}"
     err = ""
     if r.err is not None:
-        err = f" ({'error' if r.metric != 'rel' else 'rel err'} {_num(r.err, r.metric)} > tolerance " \
-              f"{_num(r.tol, r.metric)})"
+        label = {"rel": "rel err", "abs": "abs err"}.get(r.metric, "error")
+        err = f" ({label} {_num(r.err, r.metric)} > tolerance {_num(r.tol, r.metric)})"
     backend = f" [{r.backend}]" if r.backend else ""
     return f"{result.case}: {result.tier} tier{backend}, {r.section}{step}: {r.name}{err}" \
            + (f" — {r.note}" if r.note and r.err is None else "")
+
+
+def _label(result):
+    return f"{result.case} — {result.tier}" + (f" [{result.backend}]" if result.backend else "")
+
+
+def around_first_failure(result, before=2, after=2):
+    """The table lines around a result's first failing row: `before` rows ahead of it, the row, `after`
+    rows behind it (failing or not), then how many more rows failed further on."""
+    rows = result.rows
+    i = next(k for k, r in enumerate(rows) if r.failed)
+    lo, hi = max(0, i - before), min(len(rows), i + after + 1)
+    part = type(result)(result.tier, result.case, rows[lo:hi])
+    lines = table(part, full=True)
+    more = sum(r.failed for r in rows[hi:])
+    if more:
+        lines.append(f"  ... and {more} more failing row{'s' if more > 1 else ''} after it "
+                     f"(--full prints every row)")
+    return lines
+
+
+def compact(results):
+    """verify's default report, pytest-style: one line per case and tier (verdict, number of checks,
+    time), and under a failing one the first divergence and a short table around it. Skipped
+    backends are left to the summary line's "not run"; a skip reason is printed once."""
+    width = max([len(_label(r)) for r in results] + [10])
+    out, reasons = [], set()
+    for r in results:
+        if r.skipped and (r.backend or r.skipped in reasons):
+            continue
+        if r.skipped:
+            reasons.add(r.skipped)
+            out.append(f"{_label(r):{width}}  skip  {r.skipped}")
+            continue
+        if r.tier == "exact":
+            out.append(f"{_label(r):{width}}  info  {r.info}")
+            continue
+        n_failed = sum(x.failed for x in r.rows)
+        checks = f"{len(r.rows)} checks" if not n_failed else f"{n_failed} of {len(r.rows)} checks FAIL"
+        # the fresh tier's info lists every drawn setting: shown only where it failed
+        extra = f", {r.info}" if r.info and r.tier != "fresh" else ""
+        out.append(f"{_label(r):{width}}  {r.verdict:4s}  {checks}{extra}"
+                   + (f" ({r.seconds:.1f} s)" if r.seconds else ""))
+        if r.failed:
+            out.append(f"  first divergence: {describe_failure(r)}")
+            if r.tier == "fresh" and r.info:
+                out.append(f"  drawn: {r.info}")
+            out += around_first_failure(r)
+            if r.output:
+                out.append("  what the code under test printed:")
+                out += ["    " + ln for ln in r.output.splitlines()[-20:]]
+    return out
 
 
 @dataclass

@@ -30,9 +30,10 @@ def preflight(impl):
 
 
 def run(impl, cases=None, tier_names=TIERS, golden_dir=None, snapshot_path=None, fresh_seed=None,
-        tol=None):
+        tol=None, fail_fast=False):
     """Returns a list of TierResult in report order (per case: exact, semantic, backend..., score;
-    then the fresh tier). impl: a file path (each job in a worker process) or a runner/module."""
+    then the fresh tier). impl: a file path (each job in a worker process) or a runner/module.
+    fail_fast: stop after the first case whose results hold a failure."""
     tol = tol or tolerances.load()
     runner = tiers.subject(impl)
     cases = list(cases or CASES)
@@ -43,6 +44,8 @@ def run(impl, cases=None, tier_names=TIERS, golden_dir=None, snapshot_path=None,
             if "score" in tier_names:
                 from harness.judge import score
                 out.append(score.score_tier(runner, case, tol, golden_dir))
+            if fail_fast and any(r.failed for r in out):
+                return out
             continue
         try:
             golden = tiers.load_case_golden(case, golden_dir)
@@ -54,11 +57,15 @@ def run(impl, cases=None, tier_names=TIERS, golden_dir=None, snapshot_path=None,
                     r = TierResult(t, name)
                     r.rows = [fail_row(t, "golden", "golden file", str(exc))]
                     out.append(r)
+            if fail_fast and out:
+                return out
             continue
         if case.kind == "generate":   # semantic and backend tiers; no exact-tier snapshot
             for b in (ORACLE,) + BACKENDS:
                 if ("semantic" if b == ORACLE else "backend") in tier_names:
                     out.append(tiers.generate(runner, case, golden, b, tol)[0])
+            if fail_fast and any(r.failed for r in out):
+                return out
             continue
         sem_results, backend_results, ordered = {}, {}, []
         if "semantic" in tier_names or "exact" in tier_names:
@@ -74,6 +81,8 @@ def run(impl, cases=None, tier_names=TIERS, golden_dir=None, snapshot_path=None,
             from harness.golden import snapshot
             ordered.insert(0, snapshot.exact_tier(case, sem_results, backend_results, snapshot_path))
         out += ordered
+        if fail_fast and any(r.failed for r in out):
+            return out
     if "fresh" in tier_names:
         from harness.judge import fresh
         out += fresh.fresh_tier(runner, fresh_seed, tol)

@@ -6,7 +6,12 @@
 Columns: per tensor (forward, loss, backward, first trajectory steps) the normwise relative error vs
 the oracle of this machine's numpy run of the implementation, of the reference's numpy run recorded
 in the golden file, and of cupy: run here when a GPU is usable, otherwise the reference's cupy
-recording in the golden file when there is one (recorded on a lent GPU). Without either, it says so.
+recording in the golden file when there is one (recorded on a lent GPU). Without either, it says so
+in one line ("no GPU here ...") and compares numpy only.
+
+By default it prints, per column, the worst error and its tensor; --full prints every tensor.
+Exit status: 0 compared; 1 the implementation could not be run (the reason on stderr); 2 a usage or
+golden-file error.
 """
 import sys
 from pathlib import Path
@@ -20,6 +25,7 @@ import argparse  # noqa: E402
 
 from harness.judge import tiers  # noqa: E402
 from harness.spec.cases import CASES, TRAJECTORY_CASES  # noqa: E402
+from harness.golden.files import GoldenError  # noqa: E402
 from harness.judge.compare import record_errors  # noqa: E402
 from harness.spec.contract import DEFAULT_IMPL, ContractError, load_reference  # noqa: E402
 from harness.runner.record import backend_xp  # noqa: E402
@@ -37,9 +43,14 @@ def main(argv=None):
     ap.add_argument("--case", default="tiny", choices=list(TRAJECTORY_CASES))
     ap.add_argument("--impl", default=str(DEFAULT_IMPL))
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--full", action="store_true", help="print every tensor's errors (default: the worst per column)")
     args = ap.parse_args(argv)
     case = CASES[args.case]
-    golden = tiers.load_case_golden(case)
+    try:
+        golden = tiers.load_case_golden(case)
+    except GoldenError as exc:
+        print(f"compare_backends: {exc}", file=sys.stderr)
+        return 2
     impl = Isolated(args.impl)   # the implementation runs in worker processes, as in verify
     np_name, cp_name = f"numpy-{args.dtype}", f"cupy-{args.dtype}"
     columns = {}
@@ -67,17 +78,22 @@ def main(argv=None):
                   f"{golden.path} (made on {gpu})")
             columns[f"{cp_name} (reference, recorded)"] = rec_cp
         else:
-            print(f"no GPU here ({why}) and {golden.path} holds no {cp_name} recording: only numpy "
-                  f"is compared (record one on a GPU with scripts/regen_golden.py --case {case.name} --force)")
+            print(f"no GPU here ({why}) and no {cp_name} recording in {golden.path}: numpy only "
+                  f"(record one on a GPU: scripts/regen_golden.py --case {case.name} --force)")
     keys = list(next(iter(columns.values())))
     names = list(columns)
-    print(f"\n{case.name}: normwise relative error vs numpy-float64 (the oracle)")
-    print(f"{'tensor':48s} " + " ".join(f"{n:>30s}" for n in names))
-    for k in keys:
-        print(f"{k[:48]:48s} " + " ".join(
-            f"{columns[n].get(k, float('nan')):30.2e}" for n in names))
-    worst = {n: max(columns[n].values(), default=float("nan")) for n in names}
-    print("\nworst: " + "; ".join(f"{n} {w:.2e}" for n, w in worst.items()))
+    print(f"{case.name}: normwise relative error vs numpy-float64 (the oracle), "
+          f"{'every tensor' if args.full else 'the worst tensor of each column (--full: every tensor)'}")
+    if args.full:
+        print(f"{'tensor':48s} " + " ".join(f"{n:>30s}" for n in names))
+        for k in keys:
+            print(f"{k[:48]:48s} " + " ".join(
+                f"{columns[n].get(k, float('nan')):30.2e}" for n in names))
+        return 0
+    width = max(map(len, names))
+    for n in names:
+        worst = max(columns[n], key=lambda k: columns[n][k], default=None)
+        print(f"  {n:{width}s}  {columns[n][worst]:.2e}  {worst}" if worst else f"  {n:{width}s}  -")
     return 0
 
 

@@ -82,3 +82,24 @@ def test_reference_passes_backend_tier_with_live_bound(tmp_path):
     path.write_text(HEAD)
     proc = verify(path, "--case", "gpt2-vocab", "--case", "generate")
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_compare_backends_says_in_a_line_what_it_could_not_compare():
+    """scripts/compare_backends.py: the worst error of each column by default (every tensor with
+    --full), and where no GPU is usable one line that says cupy was not compared, exit 0."""
+    import subprocess
+    import sys
+    from harness.paths import REPO_ROOT
+    from harness.runner.record import backend_xp
+    script = REPO_ROOT / "scripts" / "compare_backends.py"
+    proc = subprocess.run([sys.executable, str(script), "--case", "tiny"], capture_output=True, text=True,
+                          timeout=300, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) <= 6, proc.stdout
+    assert any("numpy-float32 (impl, here)" in ln and "e-" in ln for ln in lines), proc.stdout
+    if backend_xp("cupy-float32")[0] is None:
+        assert lines[0].startswith("no GPU here (") and "numpy only" in lines[0], lines[0]
+    full = subprocess.run([sys.executable, str(script), "--case", "tiny", "--full"], capture_output=True,
+                          text=True, timeout=300, cwd=REPO_ROOT)
+    assert full.returncode == 0 and len(full.stdout.splitlines()) > 50

@@ -41,6 +41,9 @@ from harness.golden.files import GoldenError  # noqa: E402
 from harness.golden.regen import ALL_BACKENDS, check_backends, check_regen, regenerate  # noqa: E402
 
 
+SHOWN = 20   # changed datasets printed per case without --full
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", action="append", required=True,
@@ -53,7 +56,10 @@ def main(argv=None):
                     help="let the new file lack GROUP (e.g. cupy-float32) although the existing "
                          "file recorded it; repeatable")
     ap.add_argument("--golden-dir", default=None, help="folder of the golden files (default golden/)")
-    ap.add_argument("--quiet", action="store_true", help="print only changed tensors")
+    ap.add_argument("--full", action="store_true",
+                    help="print every dataset, identical ones too (default: the changed, new and "
+                         "removed ones, at most 20, then a count)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="print only each case's summary line")
     args = ap.parse_args(argv)
     names = list(CASES) if "all" in args.case else args.case
     unknown = [n for n in names if n not in CASES]
@@ -78,18 +84,22 @@ def main(argv=None):
         return 2
     status = 0
     for name in names:
-        print(f"{name}: regenerating from reference/")
+        if not args.quiet:
+            print(f"{name}: regenerating from reference/")
         t0 = time.perf_counter()
         try:
             lines = regenerate(CASES[name], backends, args.force, args.golden_dir,
-                               drop_groups=args.drop_group)
+                               drop_groups=args.drop_group, log=(lambda m: None) if args.quiet else print)
         except (GoldenError, CaseDataError) as exc:
             print(f"{name}: error: {exc}", file=sys.stderr)
             status = max(status, 2 if isinstance(exc, GoldenError) else 1)
             continue
         changed = [ln for ln in lines if not ln.lstrip().startswith("identical")]
-        for ln in (changed if args.quiet else lines):
+        shown = [] if args.quiet else lines if args.full else changed[:SHOWN]
+        for ln in shown:
             print(ln)
+        if not args.quiet and not args.full and len(changed) > SHOWN:
+            print(f"  ... {len(changed) - SHOWN} more new/changed/removed (--full prints every dataset)")
         print(f"{name}: written in {time.perf_counter() - t0:.1f} s; {len(lines) - len(changed)} "
               f"datasets identical, {len(changed)} new/changed/removed")
     return status

@@ -48,7 +48,6 @@ def last_line(proc):
 
 
 SHARED = REPO_ROOT.parent / "shared"
-TINYSHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
 TIKTOKEN_CACHE = SHARED / "tiktoken_cache"
 
 # tiktoken must never download in tests: use the cached GPT-2 BPE files when they are here
@@ -83,10 +82,12 @@ def ref():
 
 
 @pytest.fixture(scope="session")
-def tinyshakespeare():
-    if not TINYSHAKESPEARE.is_file():
-        pytest.skip(f"tiny Shakespeare not found at {TINYSHAKESPEARE} (the shared folder beside the repo)")
-    return TINYSHAKESPEARE
+def tinyshakespeare(tmp_path_factory):
+    """tiny Shakespeare as a text file: the copy shipped in golden/ (sha256 checked), decompressed."""
+    from harness.spec.corpus import tinyshakespeare_bytes
+    path = tmp_path_factory.mktemp("tinyshakespeare") / "tinyshakespeare.txt"
+    path.write_bytes(tinyshakespeare_bytes())
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,6 @@ from harness.tools.data import DataError, encoder, load_meta, load_split, prepar
 
 SCRIPT = ROOT / "scripts" / "prepare_data.py"
 TIKTOKEN_CACHE = (ROOT / ".." / "shared" / "tiktoken_cache").resolve()
-TINYSHAKESPEARE = (ROOT / ".." / "shared" / "data" / "tinyshakespeare.txt").resolve()
 UNREACHABLE_URL = "http://127.0.0.1:9/input.txt"  # discard port: connection refused, no network
 
 needs_tiktoken = pytest.mark.skipif(
@@ -132,10 +131,9 @@ def test_gpt2_round_trip(tmp_path):
     assert encode(text[cut:]) == val.tolist()
 
 
-@pytest.mark.skipif(not TINYSHAKESPEARE.is_file(), reason=f"tiny Shakespeare not found at {TINYSHAKESPEARE}")
-def test_char_tinyshakespeare(tmp_path):
-    text = TINYSHAKESPEARE.read_bytes().decode("utf-8")
-    meta = prepare(TINYSHAKESPEARE, tmp_path / "out", mode="char", block_size=256)
+def test_char_tinyshakespeare(tmp_path, tinyshakespeare):
+    text = tinyshakespeare.read_bytes().decode("utf-8")
+    meta = prepare(tinyshakespeare, tmp_path / "out", mode="char", block_size=256)
     assert meta["vocab_size"] == len(set(text))  # 65 for the canonical file
     assert meta["train_tokens"] + meta["val_tokens"] == len(text)  # 1,115,394
     assert meta["train_tokens"] == int(len(text) * 0.9)
@@ -305,6 +303,28 @@ def test_lookup_order(tmp_path):
     cache = write_parent(root / "data" / "tinyshakespeare.txt", "cached copy\n")
     assert data.find_tinyshakespeare(root, url=UNREACHABLE_URL, log=logs.append) == (cache, str(cache))
     assert str(cache) in logs[-1]
+
+
+def test_shipped_copy_before_any_download(tmp_path):
+    """A clone without ../shared and without network: the copy shipped in golden/ is used (its
+    sha256 checked); a damaged one is refused with the command that restores it."""
+    from harness.spec import corpus
+    root = tmp_path / "repo"
+    (root / "golden").mkdir(parents=True)
+    shutil.copy(corpus.TINYSHAKESPEARE_XZ, root / "golden")
+    logs = []
+    path, source = data.find_tinyshakespeare(root, url=UNREACHABLE_URL, log=logs.append)
+    assert path == root / "data" / "tinyshakespeare.txt" and source == str(root / "golden" / "tinyshakespeare.txt.xz")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == corpus.TINYSHAKESPEARE_SHA256
+    assert len(path.read_bytes()) == 1_115_394 and "shipped" in logs[-1]
+    damaged = tmp_path / "damaged.txt.xz"
+    damaged.write_bytes((root / "golden" / "tinyshakespeare.txt.xz").read_bytes()[:-100])
+    with pytest.raises(DataError, match="restore it with git checkout golden/damaged.txt.xz"):
+        corpus.tinyshakespeare_bytes(damaged)
+    import lzma
+    damaged.write_bytes(lzma.compress(b"not shakespeare"))
+    with pytest.raises(DataError, match="sha256 .* expected 86c4e6aa9db7"):
+        corpus.tinyshakespeare_bytes(damaged)
 
 
 def write_parent(path: Path, text: str) -> Path:

@@ -16,9 +16,7 @@ one defined here (regenerate it: scripts/regen_golden.py --case NAME --force).
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.paths import GOLDEN_DIR, REPO_ROOT
-SHARED_DIR = REPO_ROOT.parent / "shared"
-TINYSHAKESPEARE = SHARED_DIR / "data" / "tinyshakespeare.txt"
+from harness.paths import GOLDEN_DIR
 
 # a fixed short text for the gpt2-vocab case (Shakespeare, sonnet 18; public domain)
 SONNET_18 = (
@@ -215,18 +213,16 @@ def make_tokens(case):
 
 def shakespeare_splits():
     """(train, val, sha256) of char-level tiny Shakespeare: uint16 token arrays made in memory by
-    harness/spec/corpus.py (the rules scripts/prepare_data.py also follows), and the sha256 of the
-    text's bytes. Raises CaseDataError when ../shared/data/tinyshakespeare.txt is absent or unusable."""
+    harness/spec/corpus.py (the rules scripts/prepare_data.py also follows) from the copy shipped in
+    golden/ (sha256 checked), and the sha256 of the text's bytes. Raises CaseDataError when that copy
+    is missing or damaged."""
     import hashlib
     from harness.spec import corpus
     try:
-        raw = TINYSHAKESPEARE.read_bytes()
-        train, val, _ = corpus.char_splits(raw.decode("utf-8"), what=str(TINYSHAKESPEARE))
-    except FileNotFoundError:
-        raise CaseDataError(f"tiny Shakespeare not found at {TINYSHAKESPEARE} "
-                            f"(the shared folder beside the repo)") from None
-    except (OSError, UnicodeDecodeError, corpus.DataError) as exc:
-        raise CaseDataError(f"tiny Shakespeare at {TINYSHAKESPEARE} is unusable: {exc}") from None
+        raw = corpus.tinyshakespeare_bytes()
+        train, val, _ = corpus.char_splits(raw.decode("utf-8"), what=str(corpus.TINYSHAKESPEARE_XZ))
+    except corpus.DataError as exc:
+        raise CaseDataError(f"tiny Shakespeare: {exc}") from None
     return train, val, hashlib.sha256(raw).hexdigest()
 
 

@@ -4,7 +4,12 @@ set of the characters of the whole text, token id = index in it; ids are uint16.
 
 The judge reads tiny Shakespeare through these functions alone (harness/spec/cases.py,
 shakespeare_splits); harness/tools/data.py builds data folders with them. Numpy only."""
+import hashlib
+import lzma
+
 import numpy as np
+
+from harness.paths import GOLDEN_DIR
 
 TRAIN_FRACTION = 0.9  # nanoGPT: train = data[:int(n*0.9)], val = the rest
 DTYPE = np.uint16
@@ -13,6 +18,29 @@ MAX_VOCAB = int(np.iinfo(DTYPE).max) + 1  # ids 0..65535 fit in uint16
 
 class DataError(Exception):
     """A problem with the input text or a data folder, with a message meant for the user."""
+
+
+# tiny Shakespeare (karpathy/char-rnn's input.txt, 1,115,394 bytes) ships with the repo, xz-compressed
+# beside the golden file recorded on it, so the score gate and the tests that train on it run on any
+# clone, offline
+TINYSHAKESPEARE_XZ = GOLDEN_DIR / "tinyshakespeare.txt.xz"
+TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+
+def tinyshakespeare_bytes(path=TINYSHAKESPEARE_XZ):
+    """The bytes of the shipped tiny Shakespeare (`path`: an xz file), their sha256 checked. Raises
+    DataError naming the file when it is missing, not xz, or not the text it should be."""
+    restore = f"restore it with git checkout golden/{path.name}"
+    try:
+        raw = lzma.decompress(path.read_bytes())
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing: {restore}") from None
+    except (OSError, lzma.LZMAError) as exc:
+        raise DataError(f"{path} is unreadable ({exc}): {restore}") from None
+    sha = hashlib.sha256(raw).hexdigest()
+    if sha != TINYSHAKESPEARE_SHA256:
+        raise DataError(f"{path}: sha256 {sha[:12]}..., expected {TINYSHAKESPEARE_SHA256[:12]}...: {restore}")
+    return raw
 
 
 def split_text(text):

@@ -35,7 +35,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from harness.paths import REPO_ROOT, atomic_write_bytes, atomic_write_files
-from harness.spec.corpus import DTYPE, DataError, char_decode, char_encode, char_splits, split_text
+from harness.spec.corpus import (DTYPE, TINYSHAKESPEARE_XZ, DataError, char_decode, char_encode, char_splits,
+                                  split_text, tinyshakespeare_bytes)
 SHARED_DIR = REPO_ROOT.parent / "shared"  # beside the repo root on our CI and dev machines
 
 FORMAT = "nanoproof-data-1"
@@ -144,7 +145,8 @@ def find_tinyshakespeare(
     """Locate tiny Shakespeare; return ``(local path, source)``.
 
     Lookup order: ``<root>/data/tinyshakespeare.txt`` (a cache), then
-    ``<root>/../shared/data/tinyshakespeare.txt``, else download ``url`` into the cache (atomically).
+    ``<root>/../shared/data/tinyshakespeare.txt``, then the copy shipped in ``<root>/golden/``
+    (decompressed into the cache), else download ``url`` into the cache (atomically).
     ``source`` is the local path, or ``url`` when this call downloaded it. ``root`` defaults to the
     repo root. Raises DataError (naming the URL and the reason) when the download fails.
     """
@@ -156,6 +158,16 @@ def find_tinyshakespeare(
         if candidate.is_file():
             log(f"using tiny Shakespeare from {candidate}")
             return candidate, str(candidate)
+    shipped = root / "golden" / TINYSHAKESPEARE_XZ.name
+    if shipped.is_file():
+        log(f"using tiny Shakespeare shipped as {shipped}")
+        raw = tinyshakespeare_bytes(shipped)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(cache, raw)
+        except OSError as e:
+            raise DataError(f"cannot write the cache {cache}: {one_line(e)}") from None
+        return cache, str(shipped)
 
     log(f"downloading tiny Shakespeare from {url} to {cache}")
     try:

@@ -85,6 +85,33 @@ def blas_name():
         return "unknown"
 
 
+def blas_kernel():
+    """The BLAS numpy runs and how, as threadpoolctl reports it for this process, e.g.
+    "openblas 0.3.31.188.0 SkylakeX, 1 thread": float32 results depend on the kernel
+    (OPENBLAS_CORETYPE selects another) and speed on the threads."""
+    import numpy  # noqa: F401  (loads the BLAS threadpoolctl inspects)
+    try:
+        import threadpoolctl
+    except ImportError:
+        return f"{blas_name()} (kernel unknown: threadpoolctl is not installed)"
+    libs = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+    return "; ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture') or ''}".strip()
+                     + f", {i.get('num_threads')} thread{'s' if i.get('num_threads') != 1 else ''}"
+                     for i in libs) or "no BLAS found"
+
+
+def limit_blas_threads(n):
+    """Run numpy's BLAS on n threads from now on (threadpoolctl; the limit stays for the process).
+    A BLAS that spins n threads on a busy machine with fewer free cores loses several times its speed
+    (README, "Training"): pin it. Returns the threadpoolctl limiter, or None without threadpoolctl."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return None
+    import numpy  # noqa: F401  (loads the BLAS to limit)
+    return threadpoolctl.threadpool_limits(limits=int(n), user_api="blas")
+
+
 def gpu():
     """(cupy module, description) when cupy and a CUDA device are usable, else (None, reason)."""
     try:

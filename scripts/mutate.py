@@ -42,19 +42,6 @@ from harness.measure import catalog, mutate, sensitivity  # noqa: E402
 from harness.spec.contract import DEFAULT_IMPL  # noqa: E402
 
 
-def blas_kernel():
-    """The BLAS kernel this process runs, as threadpoolctl reports it: float32 results, and so the
-    backend tier's verdicts, depend on it (OPENBLAS_CORETYPE=Haswell, Sandybridge, ... selects another)."""
-    try:
-        import numpy  # noqa: F401  (loads the BLAS)
-        import threadpoolctl
-    except ImportError:
-        return "unknown (threadpoolctl is not installed)"
-    libs = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
-    return ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture') or ''}".strip()
-                     for i in libs) or "none found"
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--impl", default=str(DEFAULT_IMPL), help="implementation the catalog edits (default impl/gpt2.py)")
@@ -101,7 +88,7 @@ def main(argv=None):
         print(f"mutate: {exc.args[0]}", file=sys.stderr)
         return 2
     doc = mutate.run_catalog(entries, tiers, args.impl, log=log)
-    doc["blas"] = blas_kernel()
+    doc["blas"] = env.blas_kernel()
     if args.report or not args.json:
         print("\n".join(mutate.format_report(doc)))
         print(f"BLAS: {doc['blas']}" + (f" (OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']})"

@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parameter and activation dtype (default: %(default)s)")
     b.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                    help="cpu: numpy; gpu: cupy (must be installed) (default: %(default)s)")
+    b.add_argument("--threads", type=positive_int, default=1, metavar="N",
+                   help="BLAS threads (default: %(default)s; more only helps on a machine with N idle "
+                        "cores: a BLAS spinning 2 threads on a busy 2-core machine ran 7x slower)")
     return p
 
 
@@ -185,14 +188,16 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = Path(args.out_dir) if args.out_dir is not None else DEFAULT_OUT_DIR
         which = "reference/" if args.reference else (args.impl or "impl/gpt2.py")
         start = f"from {args.init_from}" if args.init_from else "from scratch"
+        env.limit_blas_threads(args.threads)
         print(f"training {which} {start} on {dataset} ({args.device}, {args.dtype}): {config}", flush=True)
+        print(f"BLAS: {env.blas_kernel()}", flush=True)
         t0 = time.perf_counter()
         result = train(module, dataset, config, hparams, max_iters=args.max_iters,
                        batch_size=args.batch_size, eval_interval=args.eval_interval,
                        eval_iters=args.eval_iters, seed=args.seed, xp=xp, dtype=args.dtype,
                        out_dir=out_dir, resume=args.resume, progress=args.progress, plot=args.plot,
                        log_interval=args.log_interval, echo=lambda s: print(s, flush=True),
-                       init_from=args.init_from)
+                       init_from=args.init_from, environment={"blas": env.blas_kernel(), "threads": args.threads})
     except (TrainingError, DataError, ContractError, DeviceError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2

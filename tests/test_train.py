@@ -227,6 +227,22 @@ def test_cli_last_line_is_the_val_loss_in_the_log(tmp_path, toy_data):
     assert (tmp_path / PLOT_NAME).is_file() and (tmp_path / CKPT_NAME).is_file()
 
 
+@pytest.mark.parametrize("threads", [None, 2])
+def test_cli_pins_blas_threads_and_records_the_kernel(tmp_path, toy_data, threads):
+    """One BLAS thread unless --threads says otherwise; the kernel and threads are printed and kept
+    in the checkpoint (float32 results depend on the kernel, speed on the threads)."""
+    extra = [] if threads is None else ["--threads", str(threads)]
+    out = subprocess.run([sys.executable, "scripts/train.py", "--dataset", str(toy_data), "--out_dir",
+                          str(tmp_path), "--no-progress", *CLI_TINY, *extra],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    want = threads or 1
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("BLAS: "))
+    assert f", {want} thread" in line, line
+    environment = load_checkpoint(tmp_path / CKPT_NAME)[2]["environment"]
+    assert environment["threads"] == want and environment["blas"] == line[len("BLAS: "):]
+
+
 def test_cli_help_names_the_baby_gpt_defaults(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--help"])

@@ -29,7 +29,8 @@ Files in ``out_dir`` (each written atomically: temp file in the same folder, the
   JSON: ``format``, ``config``, ``hparams``, ``data`` (the data folder's meta.json), ``step``, ``dtype``,
   ``seed``, ``batch_size``, ``eval_interval``, ``eval_iters``, ``max_iters``, ``rng_state`` (the
   training generator's ``bit_generator.state``), ``history`` (every log record so far), ``module``,
-  ``backend``, ``init_from`` (the absolute path of the weights a fine-tuning run started from, or null).
+  ``backend``, ``init_from`` (the absolute path of the weights a fine-tuning run started from, or null),
+  ``environment`` (what the caller passed: scripts/train.py records the BLAS kernel and threads).
 - ``loss.png`` with ``plot=True``: training batch loss and evaluated train/val loss against step.
 
 ``resume=True`` continues from ``ckpt.npz`` so that params, optimizer state, losses and log records
@@ -183,7 +184,8 @@ def _restore(module, path, ck_params, ck_state, config, seed, xp, dtype):
 def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batch_size: int,
           eval_interval: int, eval_iters: int, seed: int = 1337, xp=np, dtype: str = "float32",
           out_dir=None, resume: bool = False, progress: bool = True, plot: bool = False,
-          log_interval: int = 0, echo: Callable[[str], None] | None = None, init_from=None) -> TrainResult:
+          log_interval: int = 0, echo: Callable[[str], None] | None = None, init_from=None,
+          environment: dict | None = None) -> TrainResult:
     """Train ``module`` (anything with the contract's functions) on a prepared data folder.
 
     ``config``: CONFIG_KEYS (vocab_size may be left out: the data's); ``hparams``: HPARAM_KEYS.
@@ -264,7 +266,7 @@ def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batc
             "format": CKPT_FORMAT, **run, "data": meta, "step": step, "max_iters": max_iters,
             "rng_state": rng.bit_generator.state, "history": history,
             "module": str(getattr(module, "__file__", None) or getattr(module, "__name__", "?")),
-            "backend": xp.__name__})
+            "backend": xp.__name__, "environment": environment or {}})
 
     bar = tqdm(total=max_iters, initial=start, desc="train", unit="it", file=sys.stderr,
                disable=None if progress else True, dynamic_ncols=True)

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu: numpy; gpu: cupy (must be installed) (default: %(default)s)")
     b.add_argument("--threads", type=positive_int, default=1, metavar="N",
                    help="BLAS threads (default: %(default)s; more only helps on a machine with N idle "
-                        "cores: a BLAS spinning 2 threads on a busy 2-core machine ran 7x slower)")
+                        "cores: on a busy machine a BLAS spinning more threads than idle cores runs several times slower)")
     return p
 
 

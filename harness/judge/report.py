@@ -25,6 +25,7 @@ class Row:
     backend: str = ""
     key: str = ""             # the result key (golden path) it checks, when it checks one
     entry: str = ""           # the golden/tolerances.json entry its tolerance comes from ("" if none)
+    value: float = None       # the observed number, for a row that checks one (the score tier's val loss)
 
     @property
     def failed(self):

@@ -22,9 +22,12 @@ from harness.golden.files import GoldenError, read_golden
 
 def ensemble(golden, step, group="numpy-float32"):
     """(seeds, val losses at `step`) recorded in the score golden file."""
-    steps = list(golden.data["val_loss/steps"])
+    steps = [int(s) for s in golden.data["val_loss/steps"]]
     if step not in steps:
-        raise GoldenError(f"{golden.path}: no val loss recorded at step {step} (recorded: {steps})")
+        every = sorted({b - a for a, b in zip(steps, steps[1:])})
+        spaced = f"every {every[0]} from {steps[0]} to {steps[-1]}" if len(every) == 1 else ", ".join(map(str, steps))
+        raise GoldenError(f"{golden.path}: no val loss recorded at step {step}: the reference's seed band "
+                          f"exists at steps {spaced}")
     return golden.data["val_loss/seeds"], golden.data[f"{group}/val_loss"][:, steps.index(step)]
 
 
@@ -34,24 +37,26 @@ def band(values, tol):
     return mean, sigma, half
 
 
-def check(case, golden, observed, seed, step, tol, tier="score"):
-    """Rows for one observed val loss (used by verify and gate_val_loss)."""
+def check(case, golden, observed, seed, step, tol, tier="score", same_run=True):
+    """Rows for one observed val loss (used by verify and gate_val_loss). same_run: the number comes
+    from the case's own run (its seed, float32 numpy): then it must also match the reference's run of
+    that seed within score.same_seed; a number from any other run is held to the band alone."""
     seeds, values = ensemble(golden, step)
     mean, sigma, half = band(values, tol)
     rows = []
     r = Row(tier, "score", f"val loss vs {len(values)}-seed band", step, (), metric="sigma",
             max_abs=abs(observed - mean), err=abs(observed - mean) / sigma if sigma > 0 else math.inf,
-            tol=tol["score.band_sigmas"]["value"], entry="score.band_sigmas")
+            tol=tol["score.band_sigmas"]["value"], entry="score.band_sigmas", value=observed)
     lo, hi = mean - half, mean + half
     r.note = f"observed {observed:.4f}, expected band [{lo:.4f}, {hi:.4f}] (mean {mean:.4f}, sigma {sigma:.4f})"
     if not (lo <= observed <= hi):  # NaN fails
         r.verdict = "FAIL"
     rows.append(r)
-    if seed in list(seeds):
+    if same_run and seed in list(seeds):
         ref = float(values[list(seeds).index(seed)])
         d = abs(observed - ref)
         r2 = Row(tier, "score", f"val loss vs reference seed {seed}", step, (), metric="abs",
-                 max_abs=d, err=d, tol=tol["score.same_seed"]["value"], entry="score.same_seed")
+                 max_abs=d, err=d, tol=tol["score.same_seed"]["value"], entry="score.same_seed", value=observed)
         r2.note = f"observed {observed:.5f}, reference {ref:.5f}"
         if not (d <= r2.tol):
             r2.verdict = "FAIL"

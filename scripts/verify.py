@@ -136,7 +136,7 @@ def main(argv=None):
     if not quiet:
         print(f"\n{verdict.line} ({seconds:.1f} s)" if not args.quiet else f"{verdict.line} ({seconds:.1f} s)")
     if args.json:
-        doc = {"verdict": "OK" if verdict.ok else "FAIL", "summary": verdict.line,
+        doc = {"schema_version": 1, "tool": "verify", "verdict": "OK" if verdict.ok else "FAIL", "summary": verdict.line,
                "not_run": verdict.not_run, "impl": size, "seconds": round(seconds, 2),
                "environment": env.describe(), "results": [r.as_dict() for r in results]}
         text = json.dumps(doc, indent=1, default=str)

@@ -90,7 +90,7 @@ def test_printing_impl_fails_and_never_corrupts_json(tmp_path):
     proc = verify(path, "--case", "tiny", "--tier", "semantic", "--json", "-")
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
-    assert doc["verdict"] == "FAIL"
+    assert doc["verdict"] == "FAIL" and doc["schema_version"] == 1 and doc["tool"] == "verify"
     assert "printed" in doc["summary"] and "to stdout" in doc["summary"]
     assert "xxxx" in doc["results"][0]["output"]
 

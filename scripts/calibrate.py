@@ -332,20 +332,12 @@ def measured_on(per_kernel, key, worst):
 
 
 def rewrite_modules(impl_path, tmp):
-    """[(label, module)]: impl, reference/, and each rounding-only rewrite of impl (the "equivalent"
-    entries of harness/measure/catalog.py's catalog, the one list of them), written to the folder tmp; a
-    stale entry is reported."""
+    """[(label, module)]: impl, reference/, and each rounding-only rewrite of the catalog (the
+    "equivalent" entries of harness/measure/catalog.py, the one list of them, applied to the frozen
+    copy they are written against), written to the folder tmp."""
     modules = [("impl", load_impl(impl_path)), ("reference", load_reference())]
-    src = Path(impl_path).read_text()
-    tmp = Path(tmp)
-    for entry in (m for m in catalog.CATALOG if m["kind"] == "equivalent"):
-        if catalog.status_of(entry, src) != "ok":
-            print(f"rewrite '{entry['name']}': {catalog.status_of(entry, src)} in {impl_path}, skipped",
-                  file=sys.stderr)
-            continue
-        p = tmp / f"rewrite_{entry['name']}.py"
-        p.write_text(catalog.apply(entry, src))
-        modules.append((f"rewrite '{entry['name']}'", load_impl(p)))
+    for name, path in catalog.write_rewrites(tmp, log=lambda m: print(m, file=sys.stderr)):
+        modules.append((f"rewrite '{name}'", load_impl(path)))
     return modules
 
 

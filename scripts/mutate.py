@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Measure the harness's power: apply each mutant of the catalog (harness/measure/catalog.py) to a temporary
-copy of impl/gpt2.py, run verify's tiers on it, and report which tier caught it, where.
+copy of the frozen GPT-2 it is written against (tests/fixtures/gpt2_frozen.py, impl/gpt2.py as it was
+shipped; --impl another file), run verify's tiers on it, and report which tier caught it, where.
 
     python scripts/mutate.py --report                 # all mutants, semantic + backend tiers, table
     python scripts/mutate.py --report --tier exact --tier semantic --tier backend --tier score
@@ -13,10 +14,10 @@ copy of impl/gpt2.py, run verify's tiers on it, and report which tier caught it,
 Semantic mutants change the math: the semantic tier should kill them, naming `expect` as the first
 tensor. Equivalent rewrites change rounding only: every gating tier should pass them (a failure is a
 false alarm). The catalog was written against impl/gpt2.py as shipped (frozen in
-tests/fixtures/gpt2_frozen.py); against an edited impl/gpt2.py or --impl OTHER, entries whose `old` text
+tests/fixtures/gpt2_frozen.py, the default); against --impl impl/gpt2.py once edited, or OTHER, entries whose `old` text
 no longer occurs exactly once there are reported as information ("N of M catalog entries no longer
 apply to FILE"), not run, and left out of the kill counts: never a failure.
---sensitivity scales one constant of impl at a time (harness/measure/catalog.py PROBES: LayerNorm eps, GELU
+--sensitivity scales one constant of the file at a time (harness/measure/catalog.py PROBES: LayerNorm eps, GELU
 constants, attention scale, init std, warmup and decay lengths, clipping, AdamW betas, eps, weight
 decay, learning rate, sampling temperature) by 1 + delta, delta going down 1e-1, 3e-2, 1e-2, ... until
 each tier misses it, and reports per tier the smallest delta still detected and which tolerance
@@ -39,12 +40,14 @@ import json  # noqa: E402
 import os  # noqa: E402
 
 from harness.measure import catalog, mutate, sensitivity  # noqa: E402
-from harness.spec.contract import DEFAULT_IMPL  # noqa: E402
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--impl", default=str(DEFAULT_IMPL), help="implementation the catalog edits (default impl/gpt2.py)")
+    ap.add_argument("--impl", default=str(catalog.FIXTURE),
+                    help="the file the catalog edits (default: tests/fixtures/gpt2_frozen.py, the frozen copy "
+                         "of impl/gpt2.py it is written against; on another file, entries that no longer "
+                         "apply are listed, not run)")
     ap.add_argument("--only", action="append", metavar="NAME", help="only this mutant (repeatable)")
     ap.add_argument("--subset", choices=sorted(catalog.SUBSETS), help="a named subset of the catalog")
     ap.add_argument("--tier", action="append", choices=list(mutate.ALL_TIERS),

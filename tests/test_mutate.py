@@ -180,3 +180,17 @@ def test_sensitivity_probe_that_no_longer_applies_is_information(renamed_impl):
     doc = sensitivity.run_sensitivity([probe], ("semantic",), renamed_impl)
     assert doc["probes"][0]["status"] == "stale" and doc["probes"][0]["tiers"] == {}
     assert f"1 of 1 probes no longer apply to {renamed_impl}" in "\n".join(sensitivity.format_sensitivity(doc))
+
+
+def test_write_rewrites_writes_every_rounding_only_rewrite_of_the_frozen_copy(tmp_path):
+    """The one writer of the rewrites calibrate.py and the fresh tier's false-alarm scan run: every
+    equivalent entry on the frozen copy; on another file, the entries that do not apply are named."""
+    written = catalog.write_rewrites(tmp_path)
+    equivalent = [m["name"] for m in catalog.CATALOG if m["kind"] == "equivalent"]
+    assert [name for name, _ in written] == equivalent and len(equivalent) >= 10
+    assert all(path.read_text() != catalog.FIXTURE.read_text() for _, path in written)
+    other = tmp_path / "other.py"
+    other.write_text("def forward():\n    pass\n")
+    said = []
+    assert catalog.write_rewrites(tmp_path / "none", base=other, log=said.append) == []
+    assert len(said) == len(equivalent) and all("stale" in s for s in said)

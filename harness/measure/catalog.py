@@ -284,6 +284,23 @@ def apply(entry, text):
     return text.replace(entry["old"], entry["new"], 1)
 
 
+def write_rewrites(folder, base=FIXTURE, log=print):
+    """[(name, path)]: the catalog's rounding-only ("equivalent") rewrites of the file `base` (default
+    the frozen copy they are written against), each written to `folder`; an entry that does not apply
+    to `base` is named through `log` and skipped."""
+    from pathlib import Path
+    text = Path(base).read_text(encoding="utf-8")
+    out = []
+    for entry in (m for m in CATALOG if m["kind"] == "equivalent"):
+        if status_of(entry, text) != "ok":
+            log(f"rewrite {entry['name']}: {status_of(entry, text)} in {base}, skipped")
+            continue
+        path = Path(folder) / f"gpt2_{entry['name']}.py"
+        path.write_text(apply(entry, text), encoding="utf-8")
+        out.append((entry["name"], path))
+    return out
+
+
 def catalog_problems(text, catalog=None):
     """Every way the catalog is malformed against `text` (impl/gpt2.py's source); [] when fine."""
     catalog = CATALOG if catalog is None else catalog

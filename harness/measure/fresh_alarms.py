@@ -10,6 +10,7 @@ import math
 import time
 
 from harness.judge.fresh import entry_of, fresh_tier
+from harness.measure import catalog
 from harness.runner.worker import InProcess
 from harness.spec import tolerances
 from harness.spec.contract import load_reference
@@ -47,28 +48,10 @@ def measure(subjects, seeds, tol=None, log=print):
     return {"failed": failed, "worst": worst}
 
 
-def rounding_rewrites(base, folder):
-    """[(label, path)] of harness/measure/catalog.py's rounding-only ("equivalent") rewrites applied to the
-    file `base`, written to `folder`; entries whose text `base` lacks are skipped (named)."""
-    from pathlib import Path
-    from harness.measure import catalog
-    text = Path(base).read_text(encoding="utf-8")
-    out = []
-    for m in catalog.CATALOG:
-        if m["kind"] != "equivalent":
-            continue
-        if catalog.status_of(m, text) != "ok":
-            print(f"  rewrite {m['name']}: {catalog.status_of(m, text)} in {base}, skipped")
-            continue
-        path = Path(folder) / f"gpt2_{m['name']}.py"
-        path.write_text(catalog.apply(m, text), encoding="utf-8")
-        out.append((f"rewrite {m['name']}", path))
-    return out
-
-
 def main(argv=None):
     """python -m harness.measure.fresh_alarms --seeds 200: the fresh tier's false alarms over many seeds on
-    impl/gpt2.py, reference/ and every rounding-only rewrite of harness/measure/catalog.py's catalog (each run
+    impl/gpt2.py, reference/ and every rounding-only rewrite of harness/measure/catalog.py's catalog (of
+    the frozen copy tests/fixtures/gpt2_frozen.py; each run
     in this process: the verdicts are those of verify's worker runs), with the worst error /
     tolerance per tolerance entry."""
     import argparse
@@ -78,13 +61,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--seeds", type=int, default=200, help="how many seeds (default 200)")
     ap.add_argument("--first", type=int, default=0, help="the first seed (default 0)")
-    ap.add_argument("--impl", default=str(DEFAULT_IMPL), help="the file (and base of the rewrites)")
+    ap.add_argument("--impl", default=str(DEFAULT_IMPL), help="the file (default impl/gpt2.py)")
     ap.add_argument("--no-rewrites", action="store_true", help="only the file and reference/")
     args = ap.parse_args(argv)
     subjects = [(str(args.impl), load_impl(args.impl)), ("reference/", load_reference())]
     if not args.no_rewrites:
         with tempfile.TemporaryDirectory(prefix="nanoproof-fresh-") as folder:   # imported, then gone
-            subjects += [(label, load_impl(path)) for label, path in rounding_rewrites(args.impl, folder)]
+            subjects += [(f"rewrite {name}", load_impl(path)) for name, path in catalog.write_rewrites(folder)]
     subjects = [(label, InProcess(m, label)) for label, m in subjects]
     t0 = time.perf_counter()
     seeds = range(args.first, args.first + args.seeds)

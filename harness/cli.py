@@ -20,12 +20,15 @@ positive_int = int_at_least(1)
 nonnegative_int = int_at_least(0)
 
 
+DEVICES = ("cpu", "gpu", "cuda")   # cuda: nanoGPT's spelling of gpu
+
+
 class DeviceError(Exception):
     """--device gpu asked for where cupy or a CUDA GPU is missing."""
 
 
 def array_module(device):
-    """numpy for --device cpu; cupy for --device gpu, or DeviceError saying why it can't be had."""
+    """numpy for --device cpu; cupy for --device gpu (or cuda), or DeviceError saying why it can't be had."""
     if device == "cpu":
         import numpy
         return numpy
@@ -33,7 +36,7 @@ def array_module(device):
         import cupy
         cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # ImportError, or a CUDA runtime error when there is no GPU/driver
-        raise DeviceError(f"--device gpu needs cupy and a CUDA GPU: {type(e).__name__}: "
+        raise DeviceError(f"--device {device} needs cupy and a CUDA GPU: {type(e).__name__}: "
                           f"{' '.join(str(e).split())}") from None
     return cupy
 

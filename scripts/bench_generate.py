@@ -68,7 +68,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=positive_int, action="append", help="batch size, repeatable (default 1)")
     ap.add_argument("--repeats", type=positive_int, default=3, help="default 3")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--no-progress", "--no_progress", dest="no_progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if args.prompt_tokens + args.n_tokens > GPT2_124M["block_size"]:
         ap.error(f"--prompt_tokens + --n_tokens must be <= block_size {GPT2_124M['block_size']}")

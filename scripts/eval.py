@@ -13,7 +13,7 @@ from pathlib import Path
 # this checkout's harness, even where another checkout is installed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.cli import DeviceError, array_module, positive_int  # noqa: E402
+from harness.cli import DEVICES, DeviceError, array_module, positive_int  # noqa: E402
 from harness import env  # noqa: E402
 from harness.spec.contract import ContractError, load_impl, load_reference  # noqa: E402
 from harness.tools.data import DataError, load_meta, load_split  # noqa: E402
@@ -25,9 +25,9 @@ GPT-2 on one split of a data folder prepared by scripts/prepare_data.py.
 
 The model is either a Hugging Face GPT-2 folder (--weights: config.json + model.safetensors, as
 `save_pretrained` writes it or as downloaded from the hub; pickle .bin files are refused) or a
-checkpoint of ours (--ckpt: the .npz scripts/train.py writes). It runs through an implementation
-file (default impl/gpt2.py, which loads the weights with its own load_pretrained; --impl reference
-for reference/).
+checkpoint of ours (--ckpt: the .npz scripts/train.py writes), read by the harness
+(harness/tools/pretrained.py: numpy alone) into the contract's layout. It runs through an
+implementation file (default impl/gpt2.py; --impl reference for reference/).
 
 Windows (deterministic, no sampling): with T = --block_size and the split's first N tokens d[0..N-1]
 (N = --max_tokens, default the whole split), window k feeds d[kT : kT+T] and scores the next token of
@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--impl", metavar="PATH", default=None,
                    help="implementation file to run (default: impl/gpt2.py); `reference` for reference/")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="(default: %(default)s)")
-    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu: numpy; gpu: cupy (default: cpu)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="cpu: numpy; gpu (or cuda): cupy (default: cpu)")
+    p.add_argument("--no-progress", "--no_progress", dest="progress", action="store_false", help="no progress bar")
     return p
 
 

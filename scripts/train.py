@@ -16,12 +16,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness import env  # noqa: E402
 from harness.spec.contract import HPARAM_KEYS, ContractError, load_impl, load_reference  # noqa: E402
-from harness.cli import DeviceError, array_module, nonnegative_int, positive_int  # noqa: E402
+from harness.cli import DEVICES, DeviceError, array_module, nonnegative_int, positive_int  # noqa: E402
 from harness.tools.data import REPO_ROOT, DataError, find_tinyshakespeare, load_meta, prepare  # noqa: E402
 from harness.tools.training import (  # noqa: E402
     make_config, train,
 )
-from harness.tools.checkpoints import CKPT_NAME, LOG_NAME, PLOT_NAME, TrainingError  # noqa: E402
+from harness.tools.checkpoints import CKPT_NAME, LOG_NAME, PLOT_NAME, TrainingError, load_checkpoint  # noqa: E402
 
 DEFAULT_DATASET = REPO_ROOT / "data" / "shakespeare_char"
 DEFAULT_OUT_DIR = REPO_ROOT / "out"
@@ -45,8 +45,9 @@ Written to --out_dir (each file atomically):
              no pickle; `python impl/gpt2.py sample --ckpt {DEFAULT_OUT_DIR.name}/{CKPT_NAME}` samples from it
   {PLOT_NAME:<10} with --plot: loss against step
 
---resume continues from {CKPT_NAME} bit-identically to an uninterrupted run (same machine and backend);
-only --max_iters may differ from the run that wrote it.
+--resume continues from {CKPT_NAME} bit-identically to an uninterrupted run (same machine and backend):
+settings not given on the command line are the checkpoint's, and only --max_iters may differ from
+the run that wrote it, e.g. `train.py --max_iters 4000 --resume`.
 
 --init_from fine-tunes, as nanoGPT's init_from='gpt2': training starts from the weights of a Hugging
 Face GPT-2 folder (config.json + model.safetensors) or of a checkpoint of ours (.npz) instead of a
@@ -122,14 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print an iteration line every N steps when there is no progress bar; "
                         "0 never (default: %(default)s)")
     e.add_argument("--dataset", metavar="DIR", default=None,
-                   help="prepared data folder (default: <repo>/data/shakespeare_char, prepared "
-                        "from tiny Shakespeare automatically when missing)")
+                   help="prepared data folder: ours (scripts/prepare_data.py) or nanoGPT's (train.bin, "
+                        "val.bin, meta.pkl read as plain data) (default: <repo>/data/shakespeare_char, "
+                        "prepared from tiny Shakespeare automatically when missing)")
     e.add_argument("--out_dir", metavar="DIR", default=None,
                    help=f"where {LOG_NAME}, {CKPT_NAME} and {PLOT_NAME} go (default: <repo>/out)")
     e.add_argument("--resume", action="store_true",
                    help=f"continue from out_dir/{CKPT_NAME} (same settings; max_iters may grow)")
     e.add_argument("--plot", action="store_true", help=f"write out_dir/{PLOT_NAME}")
-    e.add_argument("--no-progress", dest="progress", action="store_false",
+    e.add_argument("--no-progress", "--no_progress", dest="progress", action="store_false",
                    help="no progress bar (there is none anyway when stderr is not a terminal)")
 
     b = p.add_argument_group("implementation and backend")
@@ -140,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train this contract file instead of impl/gpt2.py")
     b.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="parameter and activation dtype (default: %(default)s)")
-    b.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                   help="cpu: numpy; gpu: cupy (must be installed) (default: %(default)s)")
+    b.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="cpu: numpy; gpu (or cuda): cupy (must be installed) (default: %(default)s)")
     b.add_argument("--threads", type=positive_int, default=1, metavar="N",
                    help="BLAS threads (default: %(default)s; more only helps on a machine with N idle "
                         "cores: on a busy machine a BLAS spinning more threads than idle cores runs several times slower)")
@@ -172,9 +174,34 @@ def explicit_flags(argv: list[str] | None) -> set[str]:
     return set(vars(parser.parse_args(argv)))
 
 
+RUN_FLAGS = ("batch_size", "eval_interval", "eval_iters", "seed", "dtype")
+
+
+def settings_from_checkpoint(args, argv, out_dir: Path) -> None:
+    """--resume: every run setting the command line did not give is the checkpoint's (nanoGPT's
+    resume reads the model from its checkpoint too); one it gave must equal the checkpoint's, which
+    train() checks. --max_iters may always change."""
+    path = out_dir / CKPT_NAME
+    if not path.is_file():
+        return   # train() says there is nothing to resume from
+    meta = load_checkpoint(path)[2]
+    given = explicit_flags(argv)
+    for k in MODEL_FLAGS:
+        if k not in given and k in meta["config"]:
+            setattr(args, k, meta["config"][k])
+    for k in HPARAM_KEYS:
+        if k not in given and k in meta["hparams"]:
+            setattr(args, k, meta["hparams"][k])
+    for k in RUN_FLAGS:
+        if k not in given:
+            setattr(args, k, meta[k])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.resume:
+            settings_from_checkpoint(args, argv, Path(args.out_dir) if args.out_dir is not None else DEFAULT_OUT_DIR)
         xp = array_module(args.device)
         module = load_reference() if args.reference else load_impl(args.impl)
         dataset = resolve_dataset(args.dataset)

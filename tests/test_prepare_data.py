@@ -418,3 +418,58 @@ def test_cli_download_failure(tmp_path):
     proc = run_cli("--url", UNREACHABLE_URL, cwd=repo, script=repo / "scripts" / "prepare_data.py")
     assert_clean_error(proc, UNREACHABLE_URL, "could not download", "--input")
     assert not (repo / "data" / "shakespeare_char").exists()
+
+
+# ----------------------------------------------------------------------------- nanoGPT data folders
+
+
+def nanogpt_folder(tmp_path, text):
+    """A folder as nanoGPT's data/shakespeare_char/prepare.py leaves it: train.bin, val.bin, meta.pkl."""
+    import pickle
+    ours = tmp_path / "ours"
+    meta = prepare(write(tmp_path / "input.txt", text), ours, block_size=8)
+    folder = tmp_path / "nanogpt"
+    folder.mkdir()
+    for split in ("train", "val"):
+        shutil.copy(ours / f"{split}.bin", folder)
+    itos = dict(enumerate(meta["chars"]))
+    with open(folder / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": meta["vocab_size"], "itos": itos, "stoi": {c: i for i, c in itos.items()}}, f)
+    return folder, meta
+
+
+def test_nanogpt_char_folder_reads_like_ours(tmp_path):
+    folder, ours = nanogpt_folder(tmp_path, sample_text(30))
+    meta = load_meta(folder)
+    for k in ("encoding", "vocab_size", "chars", "train_tokens", "val_tokens"):
+        assert meta[k] == ours[k], k
+    assert np.array_equal(load_split(folder, "val"), load_split(tmp_path / "ours", "val"))
+    encode, decode = encoder(meta)
+    assert decode(encode("to be")) == "to be"
+
+
+def test_nanogpt_folder_without_meta_pkl_is_gpt2_bpe(tmp_path):
+    folder, _ = nanogpt_folder(tmp_path, sample_text(30))
+    (folder / "meta.pkl").unlink()
+    meta = load_meta(folder)
+    assert meta["encoding"] == "gpt2" and meta["vocab_size"] == 50257
+
+
+def test_meta_pkl_is_read_as_plain_data_only(tmp_path):
+    """A meta.pkl that names a class or function is refused before anything runs."""
+    import pickle
+    folder, _ = nanogpt_folder(tmp_path, sample_text(30))
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+    with open(folder / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": 3, "itos": Evil()}, f)
+    with pytest.raises(DataError, match=r"meta.pkl as plain data: UnpicklingError: refused to load pathlib"):
+        load_meta(folder)
+    assert not marker.exists()
+    with open(folder / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": 2, "itos": {0: "a"}}, f)
+    with pytest.raises(DataError, match="expected nanoGPT's char meta"):
+        load_meta(folder)

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import require
 from harness.cli import load_script
 from harness.tools.data import prepare
 from harness.tools.training import (
@@ -399,8 +398,8 @@ def by_hand(module, data_dir, params, config, max_iters, seed):
 
 
 def test_init_from_pretrained_weights_trains_from_them(impl, hf_gpt2, bpe_data):
-    require(impl, "load_pretrained")
-    loaded, config = impl.load_pretrained(str(hf_gpt2))
+    from harness.tools.pretrained import load_pretrained   # the loader --init_from uses
+    loaded, config = load_pretrained(hf_gpt2)
     assert config == GPT2_TINY
     start = finetune(impl, bpe_data, hf_gpt2, max_iters=0)
     assert_same_bits(start.params, loaded, "params at step 0")
@@ -412,8 +411,8 @@ def test_init_from_pretrained_weights_trains_from_them(impl, hf_gpt2, bpe_data):
 
 
 def test_init_from_crops_the_context_and_resumes(impl, tmp_path, hf_gpt2, bpe_data):
-    require(impl, "load_pretrained")
-    loaded, config = impl.load_pretrained(str(hf_gpt2))
+    from harness.tools.pretrained import load_pretrained   # the loader --init_from uses
+    loaded, config = load_pretrained(hf_gpt2)
     cropped = finetune(impl, bpe_data, hf_gpt2, config={"block_size": 16, "n_layer": 1}, max_iters=0)
     assert cropped.params["wpe"].shape == (16, GPT2_TINY["n_embd"])
     np.testing.assert_array_equal(cropped.params["wpe"], loaded["wpe"][:16])
@@ -473,3 +472,18 @@ def test_cli_init_from(capsys, tmp_path, hf_gpt2, bpe_data):
     assert "drop n_head 4 (the weights have 2)" in err
     assert cli.main([*argv, "--max_iters", "4", "--block_size", "24", "--resume"]) == 0
     assert load_checkpoint(tmp_path / CKPT_NAME)[2]["step"] == 4
+
+
+def test_cli_resume_takes_the_checkpoints_settings(tmp_path, toy_data):
+    """`--max_iters N --resume` alone continues a run made with other settings (nanoGPT's resume
+    reads them from its checkpoint); a setting given explicitly must still agree."""
+    base = [sys.executable, "scripts/train.py", "--dataset", str(toy_data), "--out_dir", str(tmp_path), "--no_progress"]
+    first = subprocess.run(base + CLI_TINY, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    more = subprocess.run(base + ["--max_iters", "30", "--resume"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert more.returncode == 0, more.stderr
+    assert load_checkpoint(tmp_path / CKPT_NAME)[2]["step"] == 30
+    clash = subprocess.run(base + ["--max_iters", "40", "--resume", "--batch_size", "3"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert clash.returncode == 2 and "batch_size: checkpoint" in clash.stderr

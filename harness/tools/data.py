@@ -27,6 +27,7 @@ import hashlib
 import http.client
 import json
 import os
+import pickle
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -267,13 +268,53 @@ def prepare(
 _HINT = "run scripts/prepare_data.py first"
 
 
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickles builtin containers and scalars only (dict, list, tuple, str, int, float, bool, None,
+    bytes: pickle builds those without looking up a class); any class or function is refused, so a
+    meta.pkl cannot run code."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: only plain data is read")
+
+
+def nanogpt_meta(data_dir: Path) -> dict:
+    """Our meta for a nanoGPT data folder (train.bin/val.bin, uint16, and meta.pkl for char-level data,
+    nanoGPT's {'vocab_size', 'itos', 'stoi'}; none for GPT-2 BPE): meta.pkl is read as plain data only."""
+    pkl = data_dir / "meta.pkl"
+    counts = {}
+    for split in SPLITS:
+        size = (data_dir / f"{split}.bin").stat().st_size
+        if size % np.dtype(DTYPE).itemsize:
+            raise DataError(f"{data_dir / f'{split}.bin'}: {size} bytes is not a whole number of uint16 tokens")
+        counts[f"{split}_tokens"] = size // np.dtype(DTYPE).itemsize
+    meta = {"format": FORMAT, "dtype": "uint16", "source": f"nanoGPT data folder {data_dir}",
+            "source_sha256": None, **counts}
+    if not pkl.is_file():   # nanoGPT's shakespeare / openwebtext: GPT-2 BPE, no meta.pkl
+        return {**meta, "encoding": "gpt2", "vocab_size": GPT2_VOCAB_SIZE, "chars": None}
+    try:
+        with open(pkl, "rb") as f:
+            raw = _PlainDataUnpickler(f).load()
+    except Exception as e:   # refused classes, truncated files, I/O errors: one message
+        raise DataError(f"cannot read {pkl} as plain data: {type(e).__name__}: {one_line(e)}") from None
+    itos, vocab_size = (raw.get("itos"), raw.get("vocab_size")) if isinstance(raw, dict) else (None, None)
+    if not isinstance(vocab_size, int) or not isinstance(itos, dict) \
+            or sorted(itos) != list(range(vocab_size)) or not all(isinstance(c, str) and len(c) == 1 for c in itos.values()):
+        raise DataError(f"{pkl}: expected nanoGPT's char meta {{'vocab_size': int, 'itos': {{id: char}}}} "
+                        f"with ids 0..vocab_size-1, got keys {sorted(raw) if isinstance(raw, dict) else type(raw).__name__}")
+    return {**meta, "encoding": "char", "vocab_size": vocab_size, "chars": [itos[i] for i in range(vocab_size)]}
+
+
 def load_meta(data_dir: str | os.PathLike) -> dict:
-    """Read and check ``data_dir/meta.json``. Raises DataError when missing or not ours."""
+    """Read and check ``data_dir/meta.json``; for a nanoGPT data folder (train.bin and val.bin
+    without meta.json) build it from meta.pkl (plain data only) and the file sizes. Raises
+    DataError when missing or not ours."""
     data_dir = Path(data_dir)
     path = data_dir / "meta.json"
     if not data_dir.is_dir():
         raise DataError(f"data folder {data_dir} does not exist: {_HINT}")
     if not path.is_file():
+        if all((data_dir / f"{s}.bin").is_file() for s in SPLITS):
+            return nanogpt_meta(data_dir)
         raise DataError(f"{path} does not exist: {_HINT}")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))

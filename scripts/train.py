@@ -130,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"where {LOG_NAME}, {CKPT_NAME} and {PLOT_NAME} go (default: <repo>/out)")
     e.add_argument("--resume", action="store_true",
                    help=f"continue from out_dir/{CKPT_NAME} (same settings; max_iters may grow)")
-    e.add_argument("--plot", action="store_true", help=f"write out_dir/{PLOT_NAME}")
+    e.add_argument("--plot", nargs="?", const="linear", choices=("linear", "log"), default=None,
+                   help=f"write out_dir/{PLOT_NAME}: loss and lr against step, titled with the run "
+                        f"(impl, seed, config, final val loss); --plot log for a log loss axis")
     e.add_argument("--no-progress", "--no_progress", dest="progress", action="store_false",
                    help="no progress bar (there is none anyway when stderr is not a terminal)")
 
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train(module, dataset, config, hparams, max_iters=args.max_iters,
                        batch_size=args.batch_size, eval_interval=args.eval_interval,
                        eval_iters=args.eval_iters, seed=args.seed, xp=xp, dtype=args.dtype,
-                       out_dir=out_dir, resume=args.resume, progress=args.progress, plot=args.plot,
+                       out_dir=out_dir, resume=args.resume, progress=args.progress, plot={"linear": True, "log": "log"}.get(args.plot, False),
                        log_interval=args.log_interval, echo=lambda s: print(s, flush=True),
                        init_from=args.init_from, environment={"blas": env.blas_kernel(), "threads": args.threads})
     except (TrainingError, DataError, ContractError, DeviceError) as e:

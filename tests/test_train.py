@@ -487,3 +487,26 @@ def test_cli_resume_takes_the_checkpoints_settings(tmp_path, toy_data):
     clash = subprocess.run(base + ["--max_iters", "40", "--resume", "--batch_size", "3"], cwd=REPO_ROOT,
                            capture_output=True, text=True, timeout=60)
     assert clash.returncode == 2 and "batch_size: checkpoint" in clash.stderr
+
+
+def test_plot_overlays_runs_and_names_a_broken_log(tmp_path, toy_data):
+    """scripts/plot.py: two runs' logs in one PNG (written, non-empty); a broken log is named with its line."""
+    base = [sys.executable, "scripts/train.py", "--dataset", str(toy_data), "--no_progress", *CLI_TINY]
+    for name, seed in (("a", "1"), ("b", "2")):
+        proc = subprocess.run(base + ["--out_dir", str(tmp_path / name), "--seed", seed, "--plot", "log"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / name / PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = tmp_path / "both.png"
+    proc = subprocess.run([sys.executable, "scripts/plot.py", str(tmp_path / "a" / LOG_NAME),
+                           str(tmp_path / "b" / LOG_NAME), "--out", str(out), "--log"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
+    assert "a, b" in proc.stdout
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"kind": "iter", "step": 0, "loss": 1.0, "lr": 0.1}\nnot json\n')
+    proc = subprocess.run([sys.executable, "scripts/plot.py", str(broken), "--out", str(tmp_path / "x.png")],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and f"{broken}, line 2: not JSON" in proc.stderr
+    assert not (tmp_path / "x.png").exists()

@@ -113,27 +113,74 @@ class JsonlLog:
         self.f.close()
 
 
-def plot_history(history: list[dict], path) -> None:
-    """Write a PNG of the training batch loss and the evaluated train/val loss against step.
-    Uses matplotlib's Agg canvas directly (no pyplot, no global backend change)."""
+def read_log(path) -> list[dict]:
+    """The records of a log.jsonl (raises TrainingError naming the file and line when unreadable)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise TrainingError(f"{path}: cannot read it ({one_line(e.strerror or e)})") from None
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TrainingError(f"{path}, line {n}: not JSON ({e.msg})") from None
+        if not isinstance(r, dict) or r.get("kind") not in ("iter", "eval"):
+            raise TrainingError(f"{path}, line {n}: not a log record (kind iter or eval)")
+        records.append(r)
+    return records
+
+
+def plot_runs(runs: list[tuple[str, list[dict]]], path, title: str = "", log_y: bool = False) -> None:
+    """A PNG of one or more runs' histories (label, records), overlaid: the training batch loss (thin)
+    and the evaluated val loss (markers, its last value in the legend) against step, with the
+    learning rate below on the same steps. log_y: a log loss axis, so the first steps do not squeeze
+    the rest. Uses matplotlib's Agg canvas directly (no pyplot, no global backend change)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    iters = [r for r in history if r["kind"] == "iter"]
-    evals = [r for r in history if r["kind"] == "eval"]
-    fig = Figure(figsize=(8, 5), dpi=100)
+    fig = Figure(figsize=(9, 6.5), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    if iters:
-        ax.plot([r["step"] for r in iters], [r["loss"] for r in iters], color="0.75", lw=0.8,
-                label="train (batch)")
-    ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (eval)")
-    ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "s-", label="val (eval)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for i, (label, history) in enumerate(runs):
+        color = f"C{i}"
+        iters = [r for r in history if r["kind"] == "iter"]
+        evals = [r for r in history if r["kind"] == "eval"]
+        prefix = f"{label}: " if len(runs) > 1 else ""
+        if iters:
+            ax.plot([r["step"] for r in iters], [r["loss"] for r in iters], color=color, alpha=0.3, lw=0.8,
+                    label=f"{prefix}train (batch)")
+            ax_lr.plot([r["step"] for r in iters], [r["lr"] for r in iters], color=color, lw=1.2)
+        if evals:
+            if len(runs) == 1:
+                ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", color="C1",
+                        ms=3, label="train (eval)")
+            last = evals[-1]
+            ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "s-", color=color, ms=3,
+                    label=f"{prefix}val (eval), {last['val_loss']:.4f} at step {last['step']}")
+    ax.set_ylabel("cross-entropy loss" + (" (log)" if log_y else ""))
+    if log_y:
+        from matplotlib.ticker import FuncFormatter
+        ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax_lr.set_xlabel("step")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_history(history: list[dict], path, title: str = "", log_y: bool = False) -> None:
+    """One run's loss.png (plot_runs with a single run)."""
+    plot_runs([("run", history)], path, title=title, log_y=log_y)

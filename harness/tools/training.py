@@ -31,7 +31,8 @@ Files in ``out_dir`` (each written atomically: temp file in the same folder, the
   training generator's ``bit_generator.state``), ``history`` (every log record so far), ``module``,
   ``backend``, ``init_from`` (the absolute path of the weights a fine-tuning run started from, or null),
   ``environment`` (what the caller passed: scripts/train.py records the BLAS kernel and threads).
-- ``loss.png`` with ``plot=True``: training batch loss and evaluated train/val loss against step.
+- ``loss.png`` with ``plot``: training batch loss, evaluated train/val loss and the learning rate against
+  step, titled with the file, seed, dtype, backend, config and the final val loss.
 
 ``resume=True`` continues from ``ckpt.npz`` so that params, optimizer state, losses and log records
 (but ``ms``) are bit-identical to one uninterrupted run of ``max_iters`` on the same machine and
@@ -192,7 +193,8 @@ def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batc
     ``init_from``: start from these weights instead of ``module.init`` (a Hugging Face GPT-2 folder or
     an .npz of ours; see finetune_start: ``config`` then needs no sizes) with a fresh optimizer state
     at step 0; the path is recorded in the checkpoint, and resuming needs the same one.
-    ``out_dir``: where log.jsonl, ckpt.npz (and loss.png with ``plot``) go; None writes nothing.
+    ``out_dir``: where log.jsonl, ckpt.npz (and loss.png with ``plot``: True, or "log" for a log loss
+    axis) go; None writes nothing.
     ``progress``: a tqdm bar on stderr (only when stderr is a TTY). ``echo``: called with one line per
     evaluation, checkpoint and (every ``log_interval`` steps, when no bar is shown) iteration.
     Raises TrainingError / CheckpointError, and harness.tools.data.DataError for a bad data folder.
@@ -310,12 +312,15 @@ def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batc
             log.close()
     if ckpt_path is not None:
         say(f"saved checkpoint {ckpt_path} (step {max_iters})")
-    if plot:
-        plot_history(history, out_dir / PLOT_NAME)
-        say(f"saved plot {out_dir / PLOT_NAME}")
     if train_loss is None:  # resumed at max_iters: nothing left to do, the last evaluation stands
         last = [r for r in history if r["kind"] == "eval"][-1]
         train_loss, val_loss = last["train_loss"], last["val_loss"]
+    if plot:
+        name = Path(str(getattr(module, "__file__", None) or getattr(module, "__name__", "?"))).name
+        title = (f"{name}, seed {seed}, {dtype} on {xp.__name__}: val loss {val_loss:.4f} at step {max_iters}\n"
+                 + ", ".join(f"{k} {v}" for k, v in config.items()) + f", batch {batch_size}, lr {hparams['learning_rate']:g}")
+        plot_history(history, out_dir / PLOT_NAME, title=title, log_y=plot == "log")
+        say(f"saved plot {out_dir / PLOT_NAME}")
     if math.isnan(val_loss):
         say("warning: val loss is NaN")
     return TrainResult(val_loss=val_loss, train_loss=train_loss, step=max_iters, history=history,

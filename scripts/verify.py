@@ -90,6 +90,10 @@ def main(argv=None):
                     help="print every row of every tier (default: one line per case and tier, and "
                          "around a failure its first divergence and the rows next to it)")
     ap.add_argument("-q", "--quiet", action="store_true", help="print only the verdict line")
+    ap.add_argument("--report", metavar="PATH.html",
+                    help="also write a self-contained HTML report: every check's error / tolerance "
+                         "per case and tier, the trajectory per step, and the model's code flow "
+                         "coloured by each tensor's error")
     ap.add_argument("--fail-fast", action="store_true",
                     help="stop at the first case that fails (the tiers after it are not run)")
     ap.add_argument("--golden-dir", default=None, help="folder of the golden files (default golden/)")
@@ -133,6 +137,11 @@ def main(argv=None):
             print_full(results)
         else:
             print("\n".join(report.compact(results)))
+    if args.report:
+        from harness.judge import html_report
+        html_report.write(args.report, results, verdict.line, args.impl, seconds, CASES)
+        if not quiet and not args.quiet:
+            print(f"\nreport: {args.report}")
     if not quiet:
         print(f"\n{verdict.line} ({seconds:.1f} s)" if not args.quiet else f"{verdict.line} ({seconds:.1f} s)")
     if args.json:

@@ -11,7 +11,8 @@ Anything this GPT-2 would compute differently from transformers is refused with 
 file, the key, the expected and the actual value; so is a pickle checkpoint (`pytorch_model.bin`).
 Errors are FileNotFoundError (a missing folder or file) and ValueError (everything else).
 
-impl/gpt2.py has its own, independent loader (`load_pretrained`, with a numpy safetensors parser).
+harness/tools/pretrained.py is the loader every other implementation uses: its own strict numpy
+safetensors parser, with the folder, config and name checks of this module.
 """
 import json
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Text generation (the contract's `generate`, impl's `sample` command): greedy decoding equals
+"""Text generation (the contract's `generate`, impl's `sample` command, scripts/sample.py): greedy decoding equals
 transformers' `generate(do_sample=False)` token for token on a transformers-saved random checkpoint,
 batched (left-padded) prompts equal each prompt alone, the KV cache equals recomputing the prefix,
 impl equals reference/sampling.py, and the sampling rules (temperature, top-k, top-p, seed, stop at
@@ -89,15 +89,18 @@ def test_greedy_equals_transformers_generate(impl, hf_checkpoint, prompts, dtype
             assert normwise(logits[b], hf_logits(model, p, want[b], dtype))[1] <= CACHE_TOL[dtype]
 
 
-def test_cli_greedy_with_weights_equals_transformers(hf_checkpoint, tiktoken_cache):
-    """`python impl/gpt2.py sample PROMPT... --weights DIR --temperature 0` prints each prompt and the
-    continuation transformers' generate gives on the same checkpoint."""
+@pytest.mark.parametrize("which", ["impl", "reference"])
+def test_sample_script_greedy_with_weights_equals_transformers(hf_checkpoint, tiktoken_cache, which):
+    """`python scripts/sample.py PROMPT... --weights DIR --temperature 0` prints each prompt and the
+    continuation transformers' generate gives on the same checkpoint, through impl or reference/."""
     import tiktoken
+    from conftest import impl_path
     enc = tiktoken.get_encoding("gpt2")
     folder, model = hf_checkpoint
     texts = ["Alan Turing theorized that", "Hello"]
-    out = subprocess.run([sys.executable, "impl/gpt2.py", "sample", *texts, "--weights", str(folder),
-                          "--n_tokens", "8", "--temperature", "0", "--dtype", "float64"],
+    out = subprocess.run([sys.executable, "scripts/sample.py", *texts, "--weights", str(folder), "--n_tokens", "8",
+                          "--temperature", "0", "--dtype", "float64",
+                          "--impl", "reference" if which == "reference" else str(impl_path())],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     prompts = [enc.encode_ordinary(t) for t in texts]
@@ -252,7 +255,96 @@ def test_cli_char_checkpoint_batch_and_errors(impl, tmp_path):
                           (["ab", "--top_p", "0"], "0 < --top_p <= 1")]:
         bad = run_sample(*args, "--ckpt", ckpt)
         assert bad.returncode != 0 and message in bad.stderr, bad.stderr
-    for source in (["--ckpt", str(tmp_path / "none.npz")], ["--weights", str(tmp_path / "none")]):
-        bad = run_sample("ab", *source)
-        assert bad.returncode == 1 and f"sample: cannot load {source[1]}" in bad.stderr, bad.stderr
-        assert "Traceback" not in bad.stderr
+    bad = run_sample("ab", "--ckpt", str(tmp_path / "none.npz"))
+    assert bad.returncode == 1 and f"sample: cannot load {tmp_path / 'none.npz'}" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------- scripts/sample.py
+
+def sample_script(capsys, *args):
+    """scripts/sample.py's main in this process: (exit status, stdout, stderr)."""
+    from harness.cli import load_script
+    status = load_script("sample").main(list(args))
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_sample_script_equals_impls_sample_command(impl, tmp_path, capsys):
+    """On a checkpoint of ours, scripts/sample.py (the contract's generate) prints what impl/gpt2.py's own
+    sample command prints, sampled with the same defaults and seed, in one batch and alone."""
+    ckpt = str(char_checkpoint(impl, tmp_path / "ckpt.npz"))
+    for prompts in (["abc", "h"], ["gg"]):
+        for extra in ([], ["--temperature", "1.3", "--top_k", "3", "--top_p", "0.9", "--seed", "5"]):
+            own = run_sample(*prompts, "--ckpt", ckpt, "--n_tokens", "6", *extra)
+            assert own.returncode == 0, own.stderr
+            status, out, err = sample_script(capsys, *prompts, "--ckpt", ckpt, "--n_tokens", "6", *extra,
+                                             "--impl", "impl/gpt2.py")
+            assert (status, err) == (0, "") and out == own.stdout
+
+
+def test_sample_script_samples_as_generate_does(impl, hf_checkpoint, tiktoken_cache, capsys):
+    """--temperature/--top_k/--top_p/--seed/--stop_at_eot/--no_kv_cache reach generate as the contract
+    names them: the output is generate's, called here on the harness's loading of the same folder."""
+    import tiktoken
+    from conftest import impl_path
+    from harness.tools.pretrained import load_pretrained
+    enc = tiktoken.get_encoding("gpt2")
+    folder, _ = hf_checkpoint
+    params, config = load_pretrained(folder, "float32")
+    texts = ["The meaning of life is", "Hi"]
+    prompts = [enc.encode_ordinary(t) for t in texts]
+    for kv_cache in (True, False):
+        tokens, _ = impl.generate(params, prompts, 7, config, 0.9, 50, 0.8, rng(3), kv_cache, enc.eot_token)
+        expected = []
+        for b, (t, p, w) in enumerate(zip(texts, prompts, tokens)):
+            expected += [f"---------- sample {b + 1} of 2: {t!r}", enc.decode(p + w)]
+        status, out, err = sample_script(capsys, *texts, "--weights", str(folder), "--n_tokens", "7",
+                                         "--temperature", "0.9", "--top_k", "50", "--top_p", "0.8", "--seed", "3",
+                                         "--stop_at_eot", *([] if kv_cache else ["--no_kv_cache"]),
+                                         "--impl", str(impl_path()))
+        assert (status, err) == (0, "")
+        assert out.splitlines() == "\n".join(expected).splitlines()
+
+
+def small_vocab_folder(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from harness.measure.oracle import save_random_checkpoint
+    folder = tmp_path_factory.mktemp("hf-small") / "small"
+    save_random_checkpoint(folder, TINY, seed=1)
+    return folder
+
+
+@pytest.mark.parametrize("case", ["missing ckpt", "missing folder", "file as --weights", "unknown character",
+                                  "prompt too long", "eot on char", "top_p 0", "negative temperature",
+                                  "vocabulary too small for BPE", "null safetensors header"])
+def test_sample_script_user_errors(impl, tmp_path, tmp_path_factory, capsys, case):
+    """Each user error is one line on stderr naming what is wrong, exit status 2, no traceback."""
+    ckpt = str(char_checkpoint(impl, tmp_path / "ckpt.npz"))
+    args, message = {
+        "missing ckpt": (["ab", "--ckpt", str(tmp_path / "none.npz")], "none.npz: no such checkpoint file"),
+        "missing folder": (["ab", "--weights", str(tmp_path / "none")], "none: no such folder"),
+        "file as --weights": (["ab", "--weights", ckpt], "--weights takes a Hugging Face folder"),
+        "unknown character": (["abz", "--ckpt", ckpt], "character 'z' is not in the char vocabulary"),
+        "prompt too long": (["a" * 17, "--ckpt", ckpt], "prompts must hold 1 to block_size=16 tokens"),
+        "eot on char": (["ab", "--ckpt", ckpt, "--stop_at_eot"], "no <|endoftext|> token"),
+        "top_p 0": (["ab", "--ckpt", ckpt, "--top_p", "0"], "--top_p: must be in (0, 1], got 0.0"),
+        "negative temperature": (["ab", "--ckpt", ckpt, "--temperature", "-1"], "--temperature: must be >= 0"),
+        "vocabulary too small for BPE": (["ab", "--weights", "SMALL"], "has vocab_size 64: prompts are encoded in "
+                                                                       "GPT-2 BPE"),
+        "null safetensors header": (["ab", "--weights", "NULL"], "header is null, expected a JSON object"),
+    }[case]
+    if "SMALL" in args or "NULL" in args:
+        folder = small_vocab_folder(tmp_path_factory)
+        if "NULL" in args:
+            (folder / "model.safetensors").write_bytes(b"\x04" + b"\x00" * 7 + b"null")
+        args = [str(folder) if a in ("SMALL", "NULL") else a for a in args]
+        capsys.readouterr()                                   # transformers' progress bar while saving
+    try:
+        status, out, err = sample_script(capsys, *args, "--impl", "impl/gpt2.py")
+        assert len(err.strip().splitlines()) == 1, err
+    except SystemExit as e:                                   # argparse's own errors: usage, then the error
+        status, err = e.code, capsys.readouterr().err
+        assert case in ("top_p 0", "negative temperature")
+    assert status == 2 and message in err.strip().splitlines()[-1], err
+    assert "Traceback" not in err

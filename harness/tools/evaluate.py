@@ -1,8 +1,8 @@
 """Weights from elsewhere, and the mean cross-entropy of a model on a prepared split.
 
-``load_weights`` reads either a Hugging Face GPT-2 folder (config.json + model.safetensors, through the
-module's own ``load_pretrained`` when it has one, else reference/pretrained.py's) or a checkpoint of
-ours (.npz written by scripts/train.py / harness.tools.training or by impl/gpt2.py's train command).
+``load_weights`` reads either a Hugging Face GPT-2 folder (config.json + model.safetensors, through
+harness/tools/pretrained.py, the one loader for every implementation) or a checkpoint of ours (.npz
+written by scripts/train.py / harness.tools.training or by impl/gpt2.py's train command).
 ``check_vocabulary`` refuses data whose token ids mean something else to the model. ``evaluate`` is
 scripts/eval.py's measurement; scripts/train.py's ``--init_from`` uses the first two.
 
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.tools.data import GPT2_VOCAB_SIZE, one_line
+from harness.tools.pretrained import load_pretrained
 
 DTYPES = ("float32", "float64")
 
@@ -54,7 +55,8 @@ def read_npz_checkpoint(path) -> tuple[dict, dict, dict | None]:
 
 def load_weights(source, module, dtype="float32", xp=np) -> tuple[dict, dict, dict | None]:
     """(params on xp in dtype, config, training data meta or None) from a Hugging Face GPT-2 folder or
-    an .npz checkpoint of ours. Raises WeightsError with the loader's message."""
+    an .npz checkpoint of ours, in the contract's layout whatever `module` is (it no longer chooses
+    the loader; kept for the callers). Raises WeightsError with the loader's message."""
     if dtype not in DTYPES:
         raise WeightsError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     source = Path(source)
@@ -64,13 +66,8 @@ def load_weights(source, module, dtype="float32", xp=np) -> tuple[dict, dict, di
         params, config, data = read_npz_checkpoint(source)
         return {k: xp.asarray(v.astype(dtype)) for k, v in params.items()}, config, data
     try:
-        if callable(getattr(module, "load_pretrained", None)):
-            params, config = module.load_pretrained(str(source), dtype, xp)
-        else:  # a contract file without a loader of its own: reference/'s, cast
-            from reference.pretrained import load_pretrained
-            params, config = load_pretrained(source)
-            params = {k: xp.asarray(v.astype(dtype)) for k, v in params.items()}
-    except (ValueError, OSError, ImportError) as e:
+        params, config = load_pretrained(source, dtype, xp)
+    except (ValueError, OSError) as e:
         raise WeightsError(one_line(e)) from None
     return params, config, None
 

@@ -45,7 +45,7 @@ def load_script(name):
     """scripts/<name>.py imported as a module (under a private name), so that tests can call its main(argv)
     in-process."""
     import importlib.util
-    from harness.spec.contract import REPO_ROOT
+    from nanoproof.spec.contract import REPO_ROOT
     spec = importlib.util.spec_from_file_location(f"nanoproof_{name}_cli", REPO_ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

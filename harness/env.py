@@ -5,7 +5,7 @@ OpenBLAS may split a matmul's reduction differently from run to run) and needs t
 before numpy loads its BLAS. So `pin()` must run before numpy is imported: every script calls it
 first thing; this module imports only the standard library at import time.
 
-    from harness import env; env.pin()     # before `import numpy`
+    from nanoproof import env; env.pin()     # before `import numpy`
 """
 import os
 import platform

@@ -5,8 +5,27 @@ import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = REPO_ROOT / "golden"
+PACKAGE_DIR = Path(__file__).resolve().parent       # the nanoproof package (harness/ in a clone)
+# A clone (run in place, or installed with pip install -e): the repo's folders. A plain `pip install`:
+# golden/, impl/, reference/ and the frozen fixture ship inside the package (pyproject's package-dir),
+# and what a run writes (data/, out/, .nanoproof/) goes under the current folder.
+IN_CLONE = (PACKAGE_DIR.parent / "golden").is_dir() and (PACKAGE_DIR.parent / "reference").is_dir()
+if IN_CLONE:
+    REPO_ROOT = PACKAGE_DIR.parent
+    GOLDEN_DIR, IMPL_DIR, REFERENCE_DIR = REPO_ROOT / "golden", REPO_ROOT / "impl", REPO_ROOT / "reference"
+    FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
+else:
+    REPO_ROOT = Path.cwd()
+    GOLDEN_DIR, IMPL_DIR, REFERENCE_DIR = PACKAGE_DIR / "goldens", PACKAGE_DIR / "impl", PACKAGE_DIR / "reference"
+    FIXTURES_DIR = PACKAGE_DIR / "fixtures"
+WORK_DIR = REPO_ROOT   # where data/, out/ and .nanoproof/ go
+
+
+def source_file(relpath):
+    """A source file named as in the clone ("reference/model.py", "harness/spec/cases.py"), wherever
+    it is installed."""
+    head, _, rest = str(relpath).partition("/")
+    return {"reference": REFERENCE_DIR, "harness": PACKAGE_DIR}[head] / rest
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -17,7 +36,7 @@ def atomic_file(path, prefix=None):
     """Yield a temp path beside `path`; when the block ends without an exception the temp file is
     renamed over `path` (os.replace: the old content or the whole new one, never a mix), else it is
     removed. Temp names are `.NAME.<prefix>XXXX.tmp`, so an interrupted writer's leftovers can be
-    found (harness.golden.files.clean_stale_temps)."""
+    found (nanoproof.golden.files.clean_stale_temps)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{prefix or ''}", suffix=".tmp")

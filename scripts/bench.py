@@ -46,9 +46,9 @@ import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
-from harness.measure import bench  # noqa: E402
-from harness.cli import nonnegative_int, positive_int  # noqa: E402
-from harness.spec.contract import DEFAULT_IMPL  # noqa: E402
+from nanoproof.measure import bench  # noqa: E402
+from nanoproof.cli import nonnegative_int, positive_int  # noqa: E402
+from nanoproof.spec.contract import DEFAULT_IMPL  # noqa: E402
 
 
 def table(results):
@@ -140,7 +140,7 @@ def main(argv=None):
             print(profile_table(name, r["profile"]))
     print(f"\n(python scripts/bench.py {' '.join(argv if argv is not None else sys.argv[1:])})")
     if args.json:
-        from harness.paths import atomic_write_bytes
+        from nanoproof.paths import atomic_write_bytes
         doc = {"command": ["scripts/bench.py", *(argv if argv is not None else sys.argv[1:])],
                "environment": environment(), "malloc": args.malloc, "results": results}
         atomic_write_bytes(args.json, (json.dumps(doc, indent=1) + "\n").encode())
@@ -148,7 +148,7 @@ def main(argv=None):
 
 
 def environment():
-    from harness import env
+    from nanoproof import env
     info = {"cpu": env.cpu_name(), "cpu_count": os.cpu_count(), "blas": env.blas_name()}
     if importlib.util.find_spec("torch"):
         import torch

@@ -28,8 +28,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from harness.cli import positive_int  # noqa: E402
-from harness.spec.contract import DEFAULT_IMPL, ContractError, load_impl  # noqa: E402
+from nanoproof.cli import positive_int  # noqa: E402
+from nanoproof.spec.contract import DEFAULT_IMPL, ContractError, load_impl  # noqa: E402
 
 GPT2_124M = {"vocab_size": 50257, "block_size": 1024, "n_layer": 12, "n_head": 12, "n_embd": 768}
 
@@ -87,7 +87,7 @@ def main(argv=None):
         print(f"batch {r['batch']}: " + ", ".join(cells) + f"; KV cache speed-up x{r['speedup_median']:.1f}"
               + ("" if r["same_tokens"] else "; TOKENS DIFFER between the two paths"))
     if args.json:
-        from harness.paths import atomic_write_bytes
+        from nanoproof.paths import atomic_write_bytes
         atomic_write_bytes(args.json, (json.dumps({"config": GPT2_124M, "results": results}, indent=1) + "\n").encode())
     return 0 if all(r["same_tokens"] for r in results) else 1
 

@@ -44,7 +44,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import env  # noqa: E402
+from nanoproof import env  # noqa: E402
 
 env.pin()
 
@@ -55,13 +55,13 @@ import os  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from harness.measure import catalog
-from harness.judge import score, tiers
-from harness.spec import tolerances  # noqa: E402
-from harness.spec.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES, CaseDataError  # noqa: E402
-from harness.spec.contract import DEFAULT_IMPL, load_impl, load_reference  # noqa: E402
-from harness.runner.record import ORACLE  # noqa: E402
-from harness.paths import atomic_write_bytes  # noqa: E402
+from nanoproof.measure import catalog
+from nanoproof.judge import score, tiers
+from nanoproof.spec import tolerances  # noqa: E402
+from nanoproof.spec.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES, CaseDataError  # noqa: E402
+from nanoproof.spec.contract import DEFAULT_IMPL, load_impl, load_reference  # noqa: E402
+from nanoproof.runner.record import ORACLE  # noqa: E402
+from nanoproof.paths import atomic_write_bytes  # noqa: E402
 
 def semantic_measure(modules, tol):
     worst = {}
@@ -88,7 +88,7 @@ def backend_rows(module, tol):
     and generate(), run as verify runs them) of one module, with err_ref, the error of reference/ run
     live in float32 here (the same cached run the tier's bound used): None for rows the bound does
     not scale (init, checked in ulps; tokens, exact; crash rows)."""
-    from harness.judge.compare import normwise
+    from nanoproof.judge.compare import normwise
     out = []
     for name in TRAJECTORY_CASES:
         case = CASES[name]
@@ -218,7 +218,7 @@ def kernel_mismatch(kernel, architecture):
             f"(a build without that kernel, or one that ignores OPENBLAS_CORETYPE)")
 
 
-PROBE = ("import json, sys; sys.path.insert(0, {root!r}); from harness import env; env.pin(); "
+PROBE = ("import json, sys; sys.path.insert(0, {root!r}); from nanoproof import env; env.pin(); "
          "import numpy, threadpoolctl; print(json.dumps([i for i in threadpoolctl.threadpool_info() "
          "if i.get('internal_api') == 'openblas']))")
 
@@ -356,7 +356,7 @@ def score_measure(modules, tol):
     except CaseDataError as exc:
         print(f"score: skipped ({exc})")
         return {}
-    from harness.judge.score import score_run
+    from nanoproof.judge.score import score_run
     import numpy as np
     seeds, values = score.ensemble(golden, case.short_steps)
     mean, sigma, _ = score.band(values, tol)

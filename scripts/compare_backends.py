@@ -17,19 +17,19 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import env  # noqa: E402
+from nanoproof import env  # noqa: E402
 
 env.pin()
 
 import argparse  # noqa: E402
 
-from harness.judge import tiers  # noqa: E402
-from harness.spec.cases import CASES, TRAJECTORY_CASES  # noqa: E402
-from harness.golden.files import GoldenError  # noqa: E402
-from harness.judge.compare import record_errors  # noqa: E402
-from harness.spec.contract import DEFAULT_IMPL, ContractError, load_reference  # noqa: E402
-from harness.runner.record import backend_xp  # noqa: E402
-from harness.runner.worker import InProcess, Isolated, WorkerFailure  # noqa: E402
+from nanoproof.judge import tiers  # noqa: E402
+from nanoproof.spec.cases import CASES, TRAJECTORY_CASES  # noqa: E402
+from nanoproof.golden.files import GoldenError  # noqa: E402
+from nanoproof.judge.compare import record_errors  # noqa: E402
+from nanoproof.spec.contract import DEFAULT_IMPL, ContractError, load_reference  # noqa: E402
+from nanoproof.runner.record import backend_xp  # noqa: E402
+from nanoproof.runner.worker import InProcess, Isolated, WorkerFailure  # noqa: E402
 
 
 def _errors(results, golden):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Mean cross-entropy and perplexity of a GPT-2 on a prepared split (pretrained weights or ours).
 
-Thin command-line front end over harness.tools.evaluate.
+Thin command-line front end over nanoproof.tools.evaluate.
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 # this checkout's harness, even where another checkout is installed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.cli import DEVICES, DeviceError, array_module, positive_int  # noqa: E402
-from harness import env  # noqa: E402
-from harness.spec.contract import ContractError, load_impl, load_reference  # noqa: E402
-from harness.tools.data import DataError, load_meta, load_split  # noqa: E402
-from harness.tools.evaluate import WeightsError, check_vocabulary, evaluate, load_weights, perplexity  # noqa: E402
+from nanoproof.cli import DEVICES, DeviceError, array_module, positive_int  # noqa: E402
+from nanoproof import env  # noqa: E402
+from nanoproof.spec.contract import ContractError, load_impl, load_reference  # noqa: E402
+from nanoproof.tools.data import DataError, load_meta, load_split  # noqa: E402
+from nanoproof.tools.evaluate import WeightsError, check_vocabulary, evaluate, load_weights, perplexity  # noqa: E402
 
 DESCRIPTION = """\
 Report the mean cross-entropy (nats per token, token-weighted) and the perplexity exp(loss) of a

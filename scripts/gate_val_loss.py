@@ -25,18 +25,18 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import env  # noqa: E402
+from nanoproof import env  # noqa: E402
 
 env.pin()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 
-from harness.golden.files import GoldenError  # noqa: E402
-from harness.judge import score  # noqa: E402
-from harness.spec import tolerances  # noqa: E402
-from harness.spec.cases import CASES, SCORE_CASES  # noqa: E402
-from harness.spec.contract import DEFAULT_IMPL, ContractError  # noqa: E402
+from nanoproof.golden.files import GoldenError  # noqa: E402
+from nanoproof.judge import score  # noqa: E402
+from nanoproof.spec import tolerances  # noqa: E402
+from nanoproof.spec.cases import CASES, SCORE_CASES  # noqa: E402
+from nanoproof.spec.contract import DEFAULT_IMPL, ContractError  # noqa: E402
 
 SCHEMA_VERSION = 1
 
@@ -128,7 +128,7 @@ def main(argv=None):
         if args.json == "-":
             print(text)
         else:
-            from harness.paths import atomic_write_bytes
+            from nanoproof.paths import atomic_write_bytes
             atomic_write_bytes(args.json, (text + "\n").encode())
     if args.json != "-":
         print("\n".join(lines))

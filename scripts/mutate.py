@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import env  # noqa: E402
+from nanoproof import env  # noqa: E402
 
 env.pin()
 
@@ -39,7 +39,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
-from harness.measure import catalog, mutate, sensitivity  # noqa: E402
+from nanoproof.measure import catalog, mutate, sensitivity  # noqa: E402
 
 
 def main(argv=None):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from harness.cli import positive_int  # noqa: E402
+from nanoproof.cli import positive_int  # noqa: E402
 
 SOURCE = Path("impl/gpt2.py")
 SURVIVORS = REPO_ROOT / "harness" / "measure" / "mutmut_survivors.json"

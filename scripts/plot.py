@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.tools.checkpoints import TrainingError, plot_runs, read_log  # noqa: E402
+from nanoproof.tools.checkpoints import TrainingError, plot_runs, read_log  # noqa: E402
 
 
 def main(argv=None):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Tokenize a text into nanoGPT-compatible train.bin / val.bin (uint16) plus meta.json.
 
-Thin command-line front end over harness.tools.data (prepare, find_tinyshakespeare).
+Thin command-line front end over nanoproof.tools.data (prepare, find_tinyshakespeare).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 # this checkout's harness, even where another checkout is installed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.cli import positive_int  # noqa: E402
-from harness.spec.corpus import MAX_VOCAB  # noqa: E402
-from harness.tools.data import (  # noqa: E402
+from nanoproof.cli import positive_int  # noqa: E402
+from nanoproof.spec.corpus import MAX_VOCAB  # noqa: E402
+from nanoproof.tools.data import (  # noqa: E402
     REPO_ROOT,
     TINYSHAKESPEARE_URL,
     DataError,

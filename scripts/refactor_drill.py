@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.measure.refactors import rename_locals, reorder_functions  # noqa: E402
-from harness.paths import REPO_ROOT  # noqa: E402
+from nanoproof.measure.refactors import rename_locals, reorder_functions  # noqa: E402
+from nanoproof.paths import REPO_ROOT  # noqa: E402
 
 DRILLS = ("rename", "reorder", "nano")
 SKIP = {".git", ".venv", "mutants", ".nanoproof", "__pycache__", ".hypothesis", ".pytest_cache", "build"}

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import env  # noqa: E402  (stdlib only: pins the BLAS threads before numpy loads)
+from nanoproof import env  # noqa: E402  (stdlib only: pins the BLAS threads before numpy loads)
 
 env.pin()
 env.tiktoken_cache()
@@ -36,9 +36,9 @@ env.tiktoken_cache()
 import argparse  # noqa: E402
 import time  # noqa: E402
 
-from harness.spec.cases import CASES, CaseDataError  # noqa: E402
-from harness.golden.files import GoldenError  # noqa: E402
-from harness.golden.regen import ALL_BACKENDS, check_backends, check_regen, regenerate  # noqa: E402
+from nanoproof.spec.cases import CASES, CaseDataError  # noqa: E402
+from nanoproof.golden.files import GoldenError  # noqa: E402
+from nanoproof.golden.regen import ALL_BACKENDS, check_backends, check_regen, regenerate  # noqa: E402
 
 
 SHOWN = 20   # changed datasets printed per case without --full

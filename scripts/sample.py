@@ -2,7 +2,7 @@
 """Continue prompts with a GPT-2: Hugging Face weights or a checkpoint of ours, through any contract file.
 
 Thin command-line front end over the contract's `generate` (harness/spec/contract.py) and
-harness.tools.evaluate.load_weights.
+nanoproof.tools.evaluate.load_weights.
 """
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from harness import env  # noqa: E402
-from harness.cli import DEVICES, DeviceError, array_module, nonnegative_int, positive_int  # noqa: E402
-from harness.spec.contract import ContractError, load_impl, load_reference  # noqa: E402
-from harness.tools.data import GPT2_VOCAB_SIZE, DataError, encoder  # noqa: E402
-from harness.tools.evaluate import WeightsError, load_weights  # noqa: E402
+from nanoproof import env  # noqa: E402
+from nanoproof.cli import DEVICES, DeviceError, array_module, nonnegative_int, positive_int  # noqa: E402
+from nanoproof.spec.contract import ContractError, load_impl, load_reference  # noqa: E402
+from nanoproof.tools.data import GPT2_VOCAB_SIZE, DataError, encoder  # noqa: E402
+from nanoproof.tools.evaluate import WeightsError, load_weights  # noqa: E402
 
 GPT2_EOT = GPT2_VOCAB_SIZE - 1  # <|endoftext|>, tiktoken's gpt2 eot_token
 

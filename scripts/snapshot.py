@@ -13,20 +13,20 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import env  # noqa: E402
+from nanoproof import env  # noqa: E402
 
 env.pin()
 
 import argparse  # noqa: E402
 
-from harness.golden import snapshot
-from harness.judge import tiers
-from harness.spec import tolerances  # noqa: E402
-from harness.spec.cases import CASES, TRAJECTORY_CASES  # noqa: E402
-from harness.spec.contract import DEFAULT_IMPL, ContractError  # noqa: E402
-from harness.golden.files import GoldenError  # noqa: E402
-from harness.judge.tiers import BACKENDS  # noqa: E402
-from harness.runner.worker import Isolated  # noqa: E402
+from nanoproof.golden import snapshot
+from nanoproof.judge import tiers
+from nanoproof.spec import tolerances  # noqa: E402
+from nanoproof.spec.cases import CASES, TRAJECTORY_CASES  # noqa: E402
+from nanoproof.spec.contract import DEFAULT_IMPL, ContractError  # noqa: E402
+from nanoproof.golden.files import GoldenError  # noqa: E402
+from nanoproof.judge.tiers import BACKENDS  # noqa: E402
+from nanoproof.runner.worker import Isolated  # noqa: E402
 
 
 def main(argv=None):

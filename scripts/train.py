@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train impl/gpt2.py (or reference/, or any contract file) on a prepared data folder, nanoGPT-style.
 
-Thin command-line front end over harness.tools.training.train; the flags are nanoGPT's.
+Thin command-line front end over nanoproof.tools.training.train; the flags are nanoGPT's.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from pathlib import Path
 # this checkout's harness, even where another checkout is installed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import env  # noqa: E402
-from harness.spec.contract import HPARAM_KEYS, ContractError, load_impl, load_reference  # noqa: E402
-from harness.cli import DEVICES, DeviceError, array_module, nonnegative_int, positive_int  # noqa: E402
-from harness.tools.data import REPO_ROOT, DataError, find_tinyshakespeare, load_meta, prepare  # noqa: E402
-from harness.tools.training import (  # noqa: E402
+from nanoproof import env  # noqa: E402
+from nanoproof.spec.contract import HPARAM_KEYS, ContractError, load_impl, load_reference  # noqa: E402
+from nanoproof.cli import DEVICES, DeviceError, array_module, nonnegative_int, positive_int  # noqa: E402
+from nanoproof.tools.data import REPO_ROOT, DataError, find_tinyshakespeare, load_meta, prepare  # noqa: E402
+from nanoproof.tools.training import (  # noqa: E402
     make_config, train,
 )
-from harness.tools.checkpoints import CKPT_NAME, LOG_NAME, PLOT_NAME, TrainingError, load_checkpoint  # noqa: E402
+from nanoproof.tools.checkpoints import CKPT_NAME, LOG_NAME, PLOT_NAME, TrainingError, load_checkpoint  # noqa: E402
 
 DEFAULT_DATASET = REPO_ROOT / "data" / "shakespeare_char"
 DEFAULT_OUT_DIR = REPO_ROOT / "out"

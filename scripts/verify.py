@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import env  # noqa: E402  (stdlib only)
+from nanoproof import env  # noqa: E402  (stdlib only)
 
 env.pin()
 
@@ -41,12 +41,12 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
-from harness.judge import report, verify  # noqa: E402
-from harness.spec.cases import CASES  # noqa: E402
-from harness.spec.contract import DEFAULT_IMPL, ContractError  # noqa: E402
-from harness.golden.files import GoldenError  # noqa: E402
-from harness.spec.tolerances import ToleranceError, load as load_tolerances  # noqa: E402
-from harness.runner.worker import DEFAULT_TIMEOUT  # noqa: E402
+from nanoproof.judge import report, verify  # noqa: E402
+from nanoproof.spec.cases import CASES  # noqa: E402
+from nanoproof.spec.contract import DEFAULT_IMPL, ContractError  # noqa: E402
+from nanoproof.golden.files import GoldenError  # noqa: E402
+from nanoproof.spec.tolerances import ToleranceError, load as load_tolerances  # noqa: E402
+from nanoproof.runner.worker import DEFAULT_TIMEOUT  # noqa: E402
 
 
 def print_full(results):
@@ -113,7 +113,7 @@ def main(argv=None):
     except ToleranceError as exc:
         print(f"verify: {exc}", file=sys.stderr)
         return 2
-    from harness.runner.worker import Isolated
+    from nanoproof.runner.worker import Isolated
     runner = Isolated(args.impl, timeout=args.timeout)
     try:
         failed_import = verify.preflight(runner)   # import it once in a worker: it may exit or hang
@@ -138,7 +138,7 @@ def main(argv=None):
         else:
             print("\n".join(report.compact(results)))
     if args.report:
-        from harness.judge import html_report
+        from nanoproof.judge import html_report
         html_report.write(args.report, results, verdict.line, args.impl, seconds, CASES)
         if not quiet and not args.quiet:
             print(f"\nreport: {args.report}")
@@ -152,7 +152,7 @@ def main(argv=None):
         if quiet:
             print(text)
         else:
-            from harness.paths import atomic_write_bytes
+            from nanoproof.paths import atomic_write_bytes
             atomic_write_bytes(args.json, (text + "\n").encode())
     return 0 if verdict.ok else 1
 

@@ -2,7 +2,7 @@
 import os
 from pathlib import Path
 
-from harness import env
+from nanoproof import env
 
 # Pin the numerical environment (one BLAS thread, CUPY_TF32=0, ...) before anything imports numpy:
 # the exact tier needs it, and a multi-threaded OpenBLAS that busy-waits on a loaded 2-core machine
@@ -12,9 +12,9 @@ env.pin()
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from harness.spec.contract import load_impl, load_reference  # noqa: E402
+from nanoproof.spec.contract import load_impl, load_reference  # noqa: E402
 
-from harness.paths import REPO_ROOT  # noqa: E402
+from nanoproof.paths import REPO_ROOT  # noqa: E402
 
 VERIFY = REPO_ROOT / "scripts" / "verify.py"
 # reference/ re-exported as a contract file (verify takes a file): the base of the tests' fakes and
@@ -23,8 +23,8 @@ REFERENCE_AS_CONTRACT = f"""\
 import sys
 sys.path.insert(0, {str(REPO_ROOT)!r})
 import numpy as _np
-import reference as _ref
-from reference import init, forward, backward, adamw_step, lr_at, get_batch, generate
+import nanoproof.reference as _ref
+from nanoproof.reference import init, forward, backward, adamw_step, lr_at, get_batch, generate
 """
 
 
@@ -84,7 +84,7 @@ def ref():
 @pytest.fixture(scope="session")
 def tinyshakespeare(tmp_path_factory):
     """tiny Shakespeare as a text file: the copy shipped in golden/ (sha256 checked), decompressed."""
-    from harness.spec.corpus import tinyshakespeare_bytes
+    from nanoproof.spec.corpus import tinyshakespeare_bytes
     path = tmp_path_factory.mktemp("tinyshakespeare") / "tinyshakespeare.txt"
     path.write_bytes(tinyshakespeare_bytes())
     return path

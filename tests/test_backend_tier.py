@@ -8,11 +8,11 @@ or the dtype, and the first divergence must say where.
 
 import pytest
 
-from harness.judge import tiers
-from harness.spec import tolerances
-from harness.spec.cases import CASES
+from nanoproof.judge import tiers
+from nanoproof.spec import tolerances
+from nanoproof.spec.cases import CASES
 from conftest import REFERENCE_AS_CONTRACT, run_verify
-from harness.runner.worker import Isolated
+from nanoproof.runner.worker import Isolated
 
 HEAD = REFERENCE_AS_CONTRACT
 
@@ -89,8 +89,8 @@ def test_compare_backends_says_in_a_line_what_it_could_not_compare():
     --full), and where no GPU is usable one line that says cupy was not compared, exit 0."""
     import subprocess
     import sys
-    from harness.paths import REPO_ROOT
-    from harness.runner.record import backend_xp
+    from nanoproof.paths import REPO_ROOT
+    from nanoproof.runner.record import backend_xp
     script = REPO_ROOT / "scripts" / "compare_backends.py"
     proc = subprocess.run([sys.executable, str(script), "--case", "tiny"], capture_output=True, text=True,
                           timeout=300, cwd=REPO_ROOT)

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from harness.measure import bench
-from harness.spec.contract import REPO_ROOT
+from nanoproof.measure import bench
+from nanoproof.spec.contract import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "bench.py"
 

@@ -6,7 +6,7 @@ import shlex
 import subprocess
 import sys
 
-from harness.paths import REPO_ROOT
+from nanoproof.paths import REPO_ROOT
 
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "verify.yml"
 

@@ -1,6 +1,6 @@
 """scripts/eval.py and harness/tools/evaluate.py: the mean cross-entropy over non-overlapping windows equals
 transformers' loss on the same windows (written out here from the --help text, independently of
-harness.tools.evaluate.windows), for pretrained weights (a folder transformers saved) and for a checkpoint of
+nanoproof.tools.evaluate.windows), for pretrained weights (a folder transformers saved) and for a checkpoint of
 ours; the windows score every token but the first exactly once; user errors are one clear line.
 
 Needs the optional extra `oracle` for the transformers comparisons; skipped where it is absent."""
@@ -12,12 +12,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from harness.tools.data import load_split, prepare  # noqa: E402
-from harness.cli import load_script  # noqa: E402
-from harness.tools.evaluate import windows  # noqa: E402
-from harness.measure.oracle import hf_loss, save_random_checkpoint, transformers_gpt2  # noqa: E402
-from harness.tools.checkpoints import CKPT_NAME, load_checkpoint  # noqa: E402
-from harness.tools.training import train  # noqa: E402
+from nanoproof.tools.data import load_split, prepare  # noqa: E402
+from nanoproof.cli import load_script  # noqa: E402
+from nanoproof.tools.evaluate import windows  # noqa: E402
+from nanoproof.measure.oracle import hf_loss, save_random_checkpoint, transformers_gpt2  # noqa: E402
+from nanoproof.tools.checkpoints import CKPT_NAME, load_checkpoint  # noqa: E402
+from nanoproof.tools.training import train  # noqa: E402
 
 GPT2_CONFIG = {"vocab_size": 50257, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16}
 CHAR_CONFIG = {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}  # vocab_size: the data's

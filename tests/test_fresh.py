@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.judge import fresh, tiers
-from harness.spec import tolerances
-from harness.spec.cases import CASES
-from harness.spec.contract import DEFAULT_IMPL, load_reference
+from nanoproof.judge import fresh, tiers
+from nanoproof.spec import tolerances
+from nanoproof.spec.cases import CASES
+from nanoproof.spec.contract import DEFAULT_IMPL, load_reference
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FROZEN = FIXTURES / "gpt2_frozen.py"

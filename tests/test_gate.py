@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from harness.judge import score
-from harness.paths import REPO_ROOT
-from harness.spec.cases import CASES, SCORE_CASES
+from nanoproof.judge import score
+from nanoproof.paths import REPO_ROOT
+from nanoproof.spec.cases import CASES, SCORE_CASES
 
 GATE = REPO_ROOT / "scripts" / "gate_val_loss.py"
 CASE = CASES[SCORE_CASES[0]]

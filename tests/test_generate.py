@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.judge.compare import normwise
+from nanoproof.judge.compare import normwise
 
-from harness.paths import REPO_ROOT as REPO
+from nanoproof.paths import REPO_ROOT as REPO
 TINY = {"vocab_size": 64, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16}
 GPT2_VOCAB = {"vocab_size": 50257, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16}
 PROMPTS = [[5, 6, 7, 8, 9], [10, 20], [30, 4, 5, 6]]
@@ -47,7 +47,7 @@ def hf_checkpoint(tmp_path_factory):
     """A random GPT-2 with GPT-2's vocabulary, saved by transformers (save_pretrained, safetensors)."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from harness.measure.oracle import save_random_checkpoint
+    from nanoproof.measure.oracle import save_random_checkpoint
     folder = tmp_path_factory.mktemp("hf-random")
     model = save_random_checkpoint(folder, GPT2_VOCAB, seed=5)
     return folder, model
@@ -77,7 +77,7 @@ def hf_logits(model, prompt, continuation, dtype):
 @pytest.mark.parametrize("prompts", [[[464, 3290, 318]], [[464, 3290, 318, 257, 1310], [50256], [40, 716]]],
                          ids=["one", "batch"])
 def test_greedy_equals_transformers_generate(impl, hf_checkpoint, prompts, dtype):
-    from harness.measure.oracle import hf_params
+    from nanoproof.measure.oracle import hf_params
     folder, model = hf_checkpoint
     params = {k: np.asarray(v, dtype=dtype) for k, v in hf_params(model).items() if k != "lm_head.weight"}
     want = hf_generate(model, prompts, 12, dtype)
@@ -264,7 +264,7 @@ def test_cli_char_checkpoint_batch_and_errors(impl, tmp_path):
 
 def sample_script(capsys, *args):
     """scripts/sample.py's main in this process: (exit status, stdout, stderr)."""
-    from harness.cli import load_script
+    from nanoproof.cli import load_script
     status = load_script("sample").main(list(args))
     out = capsys.readouterr()
     return status, out.out, out.err
@@ -288,7 +288,7 @@ def test_sample_script_samples_as_generate_does(impl, hf_checkpoint, tiktoken_ca
     names them: the output is generate's, called here on the harness's loading of the same folder."""
     import tiktoken
     from conftest import impl_path
-    from harness.tools.pretrained import load_pretrained
+    from nanoproof.tools.pretrained import load_pretrained
     enc = tiktoken.get_encoding("gpt2")
     folder, _ = hf_checkpoint
     params, config = load_pretrained(folder, "float32")
@@ -309,7 +309,7 @@ def test_sample_script_samples_as_generate_does(impl, hf_checkpoint, tiktoken_ca
 
 def small_vocab_folder(tmp_path_factory):
     pytest.importorskip("transformers")
-    from harness.measure.oracle import save_random_checkpoint
+    from nanoproof.measure.oracle import save_random_checkpoint
     folder = tmp_path_factory.mktemp("hf-small") / "small"
     save_random_checkpoint(folder, TINY, seed=1)
     return folder

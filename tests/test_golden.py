@@ -2,12 +2,12 @@
 (NANOPROOF_IMPL or impl/gpt2.py). A failure prints the tier's divergence table."""
 import pytest
 
-from harness.measure import catalog, mutate
-from harness.judge import report, score, tiers
-from harness.spec import tolerances
-from harness.spec.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES
-from harness.spec.contract import load_impl
-from harness.runner.record import ORACLE, backend_xp
+from nanoproof.measure import catalog, mutate
+from nanoproof.judge import report, score, tiers
+from nanoproof.spec import tolerances
+from nanoproof.spec.cases import CASES, GENERATE_CASES, SCORE_CASES, TRAJECTORY_CASES
+from nanoproof.spec.contract import load_impl
+from nanoproof.runner.record import ORACLE, backend_xp
 
 BACKENDS = tiers.BACKENDS
 

@@ -18,15 +18,15 @@ import h5py
 import numpy as np
 import pytest
 
-from harness.golden import files as golden
-from harness.spec import tolerances
-from harness.spec.cases import (CASES, GENERATE, SHAKESPEARE_CHAR, TINY, expected_datasets, golden_path,
+from nanoproof.golden import files as golden
+from nanoproof.spec import tolerances
+from nanoproof.spec.cases import (CASES, GENERATE, SHAKESPEARE_CHAR, TINY, expected_datasets, golden_path,
                            regen_command)
-from harness.cli import load_script
-from harness.golden.files import GoldenError, clean_stale_temps, read_golden, write_golden
-from harness.golden.regen import ALL_BACKENDS, regenerate
+from nanoproof.cli import load_script
+from nanoproof.golden.files import GoldenError, clean_stale_temps, read_golden, write_golden
+from nanoproof.golden.regen import ALL_BACKENDS, regenerate
 
-from harness.paths import REPO_ROOT as REPO
+from nanoproof.paths import REPO_ROOT as REPO
 QUIET = dict(log=lambda m: None)
 
 
@@ -317,7 +317,7 @@ def test_write_golden_cleans_after_a_sigkilled_writer(tmp_path):
     """A writer killed with SIGKILL mid-write leaves its temp file; the next write removes it."""
     path = tmp_path / "x.h5"
     child = (f"import sys, time; sys.path.insert(0, {str(REPO)!r}); import numpy as np\n"
-             "from harness.golden import files as golden\n"
+             "from nanoproof.golden import files as golden\n"
              "golden._after_dataset = lambda n: time.sleep(120) if n == 'g/a' else None\n"
              f"golden.write_golden({str(path)!r}, {{'case': {{}}}}, {{'g/a': np.ones(100), 'g/b': np.ones(3)}})\n")
     p = subprocess.Popen([sys.executable, "-c", child])

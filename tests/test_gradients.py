@@ -42,8 +42,8 @@ import numpy as np
 import pytest
 
 import finite_differences as fd_check
-import reference
-from reference import layers, model
+from nanoproof import reference
+from nanoproof.reference import layers, model
 
 H = fd_check.H     # the step, 1e-5
 TOL = 1e-6         # the bound on the relative error

@@ -2,7 +2,7 @@
 refusal to overwrite, the exact tier, and verify's naming of the first diverging tensor.
 
 The mutants here, the rounding-only rewrite and the exact tier's snapshot are made from the frozen copy
-of impl/gpt2.py (harness.measure.catalog.FIXTURE, tests/fixtures/gpt2_frozen.py): they test the harness on known
+of impl/gpt2.py (nanoproof.measure.catalog.FIXTURE, tests/fixtures/gpt2_frozen.py): they test the harness on known
 edits, so they must not depend on the text of impl/gpt2.py, which users edit."""
 import json
 import shutil
@@ -11,16 +11,16 @@ import h5py
 import numpy as np
 import pytest
 
-from harness.judge import compare, report, tiers
-from harness.golden import files as golden, snapshot
-from harness.measure import catalog
-from harness.spec import tolerances
-from harness.spec.cases import CASES, TINY, golden_path, regen_command
-from harness.spec.contract import ContractError, load_impl
-from harness.golden.files import GoldenError, read_golden, write_golden
-from harness.golden.regen import regenerate
+from nanoproof.judge import compare, report, tiers
+from nanoproof.golden import files as golden, snapshot
+from nanoproof.measure import catalog
+from nanoproof.spec import tolerances
+from nanoproof.spec.cases import CASES, TINY, golden_path, regen_command
+from nanoproof.spec.contract import ContractError, load_impl
+from nanoproof.golden.files import GoldenError, read_golden, write_golden
+from nanoproof.golden.regen import regenerate
 
-from harness.paths import REPO_ROOT as REPO
+from nanoproof.paths import REPO_ROOT as REPO
 FROZEN = catalog.FIXTURE   # the frozen copy of impl/gpt2.py the mutants below are written against
 
 

@@ -5,7 +5,7 @@ import base64
 import re
 
 from conftest import last_line, run_verify
-from harness.measure import catalog
+from nanoproof.measure import catalog
 
 
 def images(path):

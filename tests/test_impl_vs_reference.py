@@ -8,7 +8,7 @@
   some steps and not on others; loss, grad norm and every parameter compared after each step;
 - lr_at over a range of steps; and float32 kept end to end (no silent float64 upcast).
 
-Error measure: normwise relative error max|impl - ref| / max|ref| per tensor (DESIGN.md; harness.judge.compare.normwise,
+Error measure: normwise relative error max|impl - ref| / max|ref| per tensor (DESIGN.md; nanoproof.judge.compare.normwise,
 the verify harness's own), <= TOL = 1e-10.
 Both sides are float64 and compute the same math in different orders (e.g. rsqrt as x**-0.5 vs 1/sqrt(x),
 the logits' log-sum-exp, a fused qkv reshape vs slices), so only rounding separates them. Measured on this
@@ -24,8 +24,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.judge.compare import normwise
-from harness.spec.contract import HPARAM_KEYS, activation_names, required_activation_names
+from nanoproof.judge.compare import normwise
+from nanoproof.spec.contract import HPARAM_KEYS, activation_names, required_activation_names
 
 TOL = 1e-10
 LR_TOL = 1e-12     # lr_at is scalar Python arithmetic: equal up to a reassociation (~1e-16)

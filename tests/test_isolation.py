@@ -14,12 +14,12 @@ import textwrap
 
 import pytest
 
-from harness.judge import tiers
-from harness.spec import tolerances
-from harness.spec.cases import CASES
+from nanoproof.judge import tiers
+from nanoproof.spec import tolerances
+from nanoproof.spec.cases import CASES
 from conftest import REFERENCE_AS_CONTRACT, VERIFY, last_line, run_verify
-from harness.paths import REPO_ROOT as REPO
-from harness.runner.worker import Isolated
+from nanoproof.paths import REPO_ROOT as REPO
+from nanoproof.runner.worker import Isolated
 
 HEAD = REFERENCE_AS_CONTRACT
 
@@ -39,9 +39,9 @@ def forward(params, idx, targets, config):
     return (None if loss is None else loss * (1 + 1e-6)), cache
 """, "tiny: semantic tier, loss, step 0: loss (rel err"),
     "monkeypatched verdict, every function raises": ("""\
-import harness.judge.report
-harness.judge.report.TierResult.failed = property(lambda self: False)
-harness.judge.report.verdict = lambda *a, **k: None
+import nanoproof.judge.report
+nanoproof.judge.report.TierResult.failed = property(lambda self: False)
+nanoproof.judge.report.verdict = lambda *a, **k: None
 def _raise(*args, **kwargs):
     raise RuntimeError("no model here")
 init = forward = backward = adamw_step = lr_at = get_batch = generate = _raise
@@ -98,8 +98,8 @@ def test_printing_impl_fails_and_never_corrupts_json(tmp_path):
 def test_writing_into_inputs_cannot_corrupt_the_golden_inputs(tmp_path):
     """A forward that writes into its idx, in this process (InProcess): the golden inputs are handed
     over as copies, so the sampler check still sees the recorded batches and passes."""
-    from harness.runner.worker import InProcess
-    import reference
+    from nanoproof.runner.worker import InProcess
+    from nanoproof import reference
     import types
     mod = types.SimpleNamespace(**{n: getattr(reference, n) for n in
                                    ("init", "backward", "adamw_step", "lr_at", "get_batch", "generate")})
@@ -170,16 +170,16 @@ def generate(params, prompts, n_tokens, config, **kwargs):
 
 
 # the judge's layers (README, "Layout"): what the judge and its workers may never load
-NOT_IN_THE_JUDGE = ("harness.golden.regen", "harness.tools", "harness.measure")
+NOT_IN_THE_JUDGE = ("nanoproof.golden.regen", "nanoproof.tools", "nanoproof.measure")
 
 
 def _imports(module):
     """The harness/ and reference/ modules that `module`'s source imports anywhere (top level or
     inside functions), as dotted names of files that exist."""
     def exists(name):
-        p = REPO.joinpath(*name.split("."))
+        p = source_path(name)
         return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
-    p = REPO.joinpath(*module.split("."))
+    p = source_path(module)
     src = p.with_suffix(".py") if p.with_suffix(".py").is_file() else p / "__init__.py"
     found = set()
     for node in ast.walk(ast.parse(src.read_text(encoding="utf-8"))):
@@ -187,10 +187,19 @@ def _imports(module):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-    return {m for m in found if m.split(".")[0] in ("harness", "reference") and exists(m)}
+    return {m for m in found if m.split(".")[0] == "nanoproof" and exists(m)}
 
 
-@pytest.mark.parametrize("start", ["harness.judge.verify", "harness.runner.worker"])
+def source_path(module):
+    """Where a nanoproof module's source is in the checkout (pyproject's package-dir: nanoproof is
+    harness/, nanoproof.reference is reference/), without the .py suffix."""
+    parts = module.split(".")[1:]
+    if parts[:1] == ["reference"]:
+        return REPO.joinpath("reference", *parts[1:])
+    return REPO.joinpath("harness", *parts)
+
+
+@pytest.mark.parametrize("start", ["nanoproof.judge.verify", "nanoproof.runner.worker"])
 def test_the_judge_never_imports_regeneration_or_data_preparation(start):
     """Data flows one way: everything verify and its worker processes can import, followed through
     every import statement of the source (not only those a run happens to reach), stays out of
@@ -209,7 +218,7 @@ def test_the_judge_never_imports_regeneration_or_data_preparation(start):
         while via[chain[-1]] is not None:
             chain.append(via[chain[-1]])
         chains.append(" <- ".join(chain))
-    assert "harness.judge.tiers" in via and not bad, chains
+    assert "nanoproof.judge.tiers" in via and not bad, chains
 
 
 def test_a_verify_run_loads_no_writer_or_data_tool():
@@ -222,10 +231,10 @@ try:
     runpy.run_path({str(VERIFY)!r}, run_name="__main__")
 except SystemExit as exc:
     assert exc.code == 0, exc.code
-print(sorted(m for m in sys.modules if m.startswith("harness")))
+print(sorted(m for m in sys.modules if m.startswith("nanoproof")))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     loaded = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
-    assert "harness.judge.verify" in loaded and "harness.judge.score" in loaded, loaded
+    assert "nanoproof.judge.verify" in loaded and "nanoproof.judge.score" in loaded, loaded
     assert not [m for m in loaded if m.startswith(NOT_IN_THE_JUDGE)], loaded

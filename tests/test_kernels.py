@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REFERENCE_AS_CONTRACT, impl_path, run_verify
-from harness.paths import REPO_ROOT
+from nanoproof.paths import REPO_ROOT
 CASE_ARGS = ("--case", "tiny", "--case", "gpt2-vocab", "--case", "generate")   # all but the score case
 TIMEOUT = 600
 

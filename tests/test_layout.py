@@ -1,5 +1,5 @@
 """The README's layout table names every module of harness/ (a newcomer walks the house from it)."""
-from harness.paths import REPO_ROOT
+from nanoproof.paths import REPO_ROOT
 
 
 def test_readme_layout_names_every_harness_module():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.measure import catalog, mutate, sensitivity
+from nanoproof.measure import catalog, mutate, sensitivity
 
 SOURCE = catalog.FIXTURE.read_text(encoding="utf-8")
 _spec = importlib.util.spec_from_file_location(
@@ -107,10 +107,10 @@ def test_sensitivity_brackets_the_threshold():
 def test_rows_carry_their_tolerance_entry():
     """Every checked row names the tolerance-table entry it was checked against (chosen where the
     tolerance is, never parsed back from the printed name), in every tier and section."""
-    from harness.judge import tiers
-    from harness.spec import tolerances
-    from harness.spec.cases import CASES
-    from harness.spec.contract import load_reference
+    from nanoproof.judge import tiers
+    from nanoproof.spec import tolerances
+    from nanoproof.spec.cases import CASES
+    from nanoproof.spec.contract import load_reference
     tol, ref = tolerances.load(), load_reference()
     case = CASES["tiny"]
     golden = tiers.load_case_golden(case)

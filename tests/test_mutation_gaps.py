@@ -24,7 +24,7 @@ import os
 import numpy as np
 import pytest
 
-from harness.spec.contract import activation_names, load_impl
+from nanoproof.spec.contract import activation_names, load_impl
 
 import test_impl_vs_reference as ivr
 from test_impl_vs_reference import test_float32_end_to_end, test_init_bitwise_equal  # noqa: F401
@@ -137,8 +137,8 @@ def pcg(seed):
 @pytest.fixture(scope="module")
 def generate_case():
     """The generate golden case's checkpoint (float64), config and prompts (harness/spec/cases.py)."""
-    from harness.spec.cases import GENERATE
-    from harness.golden.regen import generate_params
+    from nanoproof.spec.cases import GENERATE
+    from nanoproof.golden.regen import generate_params
     return generate_params(GENERATE), GENERATE.config, [list(p) for p in GENERATE.prompts]
 
 

@@ -1,7 +1,7 @@
 """impl/gpt2_nano.py, the short twin of impl/gpt2.py written for reading, is the same function:
 CI runs verify on it, every tier this machine supports (the workflow the project exists for)."""
 from conftest import run_verify
-from harness.paths import REPO_ROOT
+from nanoproof.paths import REPO_ROOT
 
 NANO = REPO_ROOT / "impl" / "gpt2_nano.py"
 

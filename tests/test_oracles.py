@@ -20,8 +20,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from harness.judge.compare import normwise as _normwise  # noqa: E402
-from harness.measure.oracle import (hf_loss, hf_params, nanogpt_lr, torch_adamw,  # noqa: E402
+from nanoproof.judge.compare import normwise as _normwise  # noqa: E402
+from nanoproof.measure.oracle import (hf_loss, hf_params, nanogpt_lr, torch_adamw,  # noqa: E402
                             torch_train_step, transformers_gpt2)
 from strategies import random_params  # noqa: E402
 
@@ -56,7 +56,7 @@ def gpt(request):
 
 
 def normwise(a, b):
-    """The harness's normwise relative error max|a - b| / max|b| (harness.judge.compare.normwise)."""
+    """The harness's normwise relative error max|a - b| / max|b| (nanoproof.judge.compare.normwise)."""
     return _normwise(a, b)[1]
 
 
@@ -71,7 +71,7 @@ def problem(name, dtype="float64"):
 
 
 def _ref():
-    from harness.spec.contract import load_reference
+    from nanoproof.spec.contract import load_reference
     return load_reference()
 
 
@@ -118,7 +118,7 @@ def batches(config, B, seed=SEED):
 
 
 def torch_trajectory(config, params, steps, hp, dtype):
-    """torch.optim.AdamW on transformers' GPT-2, nanoGPT's way (harness.measure.oracle.torch_train_step).
+    """torch.optim.AdamW on transformers' GPT-2, nanoGPT's way (nanoproof.measure.oracle.torch_train_step).
     Returns (loss, pre-clip norm, lr, params after the step) per step."""
     model = transformers_gpt2(config, params, dtype)
     opt = torch_adamw(model, hp)

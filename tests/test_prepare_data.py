@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.paths import REPO_ROOT as ROOT
+from nanoproof.paths import REPO_ROOT as ROOT
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness import paths  # noqa: E402
-from harness.tools import data  # noqa: E402
-from harness.tools.data import DataError, encoder, load_meta, load_split, prepare  # noqa: E402
+from nanoproof import paths  # noqa: E402
+from nanoproof.tools import data  # noqa: E402
+from nanoproof.tools.data import DataError, encoder, load_meta, load_split, prepare  # noqa: E402
 
 SCRIPT = ROOT / "scripts" / "prepare_data.py"
 TIKTOKEN_CACHE = (ROOT / ".." / "shared" / "tiktoken_cache").resolve()
@@ -308,7 +308,7 @@ def test_lookup_order(tmp_path):
 def test_shipped_copy_before_any_download(tmp_path):
     """A clone without ../shared and without network: the copy shipped in golden/ is used (its
     sha256 checked); a damaged one is refused with the command that restores it."""
-    from harness.spec import corpus
+    from nanoproof.spec import corpus
     root = tmp_path / "repo"
     (root / "golden").mkdir(parents=True)
     shutil.copy(corpus.TINYSHAKESPEARE_XZ, root / "golden")
@@ -409,14 +409,20 @@ def test_cli_errors(tmp_path, case):
     assert_clean_error(proc, str(src), expected)
 
 
-def test_cli_download_failure(tmp_path):
-    """End to end in a scratch copy of the repo that has no tiny Shakespeare nearby."""
+def test_cli_download_failure(tmp_path, monkeypatch, capsys):
+    """The command where no tiny Shakespeare is anywhere (no cache, no ../shared, no shipped copy) and
+    the download fails: one clean line naming the URL and the way out, nothing written."""
+    from nanoproof.cli import load_script
+    cli = load_script("prepare_data")
     repo = tmp_path / "repo"
-    (repo / "scripts").mkdir(parents=True)
-    shutil.copy(SCRIPT, repo / "scripts" / "prepare_data.py")
-    shutil.copytree(ROOT / "harness", repo / "harness", ignore=shutil.ignore_patterns("__pycache__"))
-    proc = run_cli("--url", UNREACHABLE_URL, cwd=repo, script=repo / "scripts" / "prepare_data.py")
-    assert_clean_error(proc, UNREACHABLE_URL, "could not download", "--input")
+    repo.mkdir()
+    monkeypatch.setattr(data, "WORK_DIR", repo)
+    monkeypatch.setattr(data, "GOLDEN_DIR", repo / "golden")
+    monkeypatch.setattr(cli, "REPO_ROOT", repo)
+    assert cli.main(["--url", UNREACHABLE_URL]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert UNREACHABLE_URL in err and "could not download" in err and "--input" in err
     assert not (repo / "data" / "shakespeare_char").exists()
 
 

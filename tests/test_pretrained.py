@@ -23,9 +23,9 @@ import struct
 import numpy as np
 import pytest
 
-from harness.judge.compare import normwise
-from harness.tools import pretrained
-from reference.model import param_shapes
+from nanoproof.judge.compare import normwise
+from nanoproof.tools import pretrained
+from nanoproof.reference.model import param_shapes
 
 SMALL = {"vocab_size": 37, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 8}
 GPT2_VOCAB = {"vocab_size": 50257, "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 8}
@@ -50,7 +50,7 @@ def oracle():
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     oracle()
-    from harness.measure.oracle import save_random_checkpoint
+    from nanoproof.measure.oracle import save_random_checkpoint
     root = tmp_path_factory.mktemp("hf")
     for name, (config, prefix) in FOLDERS.items():
         save_random_checkpoint(root / name, config, seed=3, prefix=prefix)
@@ -61,7 +61,7 @@ def load(which, folder, dtype="float32"):
     """(params, config) through harness's loader or reference's (float64, cast here)."""
     if which == "harness":
         return pretrained.load_pretrained(folder, dtype)
-    from reference import pretrained as ref_pretrained
+    from nanoproof.reference import pretrained as ref_pretrained
     params, config = ref_pretrained.load_pretrained(folder)
     return {k: v.astype(dtype) for k, v in params.items()}, config
 
@@ -239,7 +239,7 @@ def test_parser_refuses_a_corrupt_transformers_file(folders, tmp_path):
 @pytest.mark.parametrize("which", LOADERS)
 @pytest.mark.parametrize("name", list(FOLDERS))
 def test_loaders_give_the_files_tensors_under_our_names(folders, which, name):
-    from harness.measure.oracle import hf_name
+    from nanoproof.measure.oracle import hf_name
     config, prefix = FOLDERS[name]
     tensors = file_tensors(folders[name])
     assert all(k.startswith("transformer.") for k in tensors) == prefix
@@ -256,7 +256,7 @@ def test_loaders_give_the_files_tensors_under_our_names(folders, which, name):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", list(FOLDERS))
 def test_harness_loader_equals_reference_bit_for_bit(folders, name, dtype):
-    from reference import pretrained as ref_pretrained
+    from nanoproof.reference import pretrained as ref_pretrained
     ours, config = pretrained.load_pretrained(folders[name], dtype)
     theirs, ref_config = ref_pretrained.load_pretrained(folders[name])
     assert config == ref_config and list(ours) == list(theirs)
@@ -280,7 +280,7 @@ def test_harness_loader_gives_the_callers_array_module(folders):
 
 
 def test_reference_loads_float64(folders):
-    from reference import pretrained as ref_pretrained
+    from nanoproof.reference import pretrained as ref_pretrained
     params, _ = ref_pretrained.load_pretrained(folders["prefix"])
     assert {v.dtype for v in params.values()} == {np.dtype(np.float64)}
 
@@ -323,7 +323,7 @@ def test_presets_are_transformers_gpt2_sizes():
     """Each preset's parameter shapes are those of transformers' GPT-2 of the same sizes (built on the
     meta device: no memory, no download), and the counts are the published 124M, 355M, 774M, 1.5B."""
     torch, _ = oracle()
-    from harness.measure.oracle import hf_config, hf_name
+    from nanoproof.measure.oracle import hf_config, hf_name
     from transformers import GPT2LMHeadModel
     counts = {}
     for name, config in pretrained.PRESETS.items():

@@ -19,8 +19,8 @@ from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 
 import finite_differences as fd_check
-from harness.judge.compare import normwise as _normwise
-from harness.spec.contract import activation_names
+from nanoproof.judge.compare import normwise as _normwise
+from nanoproof.spec.contract import activation_names
 from strategies import (dims, float_arrays, positive_floats, random_params, seeds, small_int_arrays,
                         token_ids)
 
@@ -40,7 +40,7 @@ def gpt(request):
 
 
 def normwise(a, b):
-    """max|a - b| / max|b| (harness.judge.compare.normwise), with 0/0 = 0 and a nonzero difference
+    """max|a - b| / max|b| (nanoproof.judge.compare.normwise), with 0/0 = 0 and a nonzero difference
     against an all-zero expectation as the absolute difference."""
     max_abs, rel = _normwise(a, b)
     return max_abs if rel == float("inf") and np.isfinite(max_abs) else rel

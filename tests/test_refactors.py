@@ -5,7 +5,7 @@ import ast
 import textwrap
 
 from conftest import impl_path, last_line, run_verify
-from harness.measure.refactors import rename_locals, reorder_functions
+from nanoproof.measure.refactors import rename_locals, reorder_functions
 
 TRICKY = textwrap.dedent('''
     import math

@@ -5,7 +5,7 @@ and every gradient at step 0, the K-step trajectory; and any generate case). No 
 score tier: well under a second a case.
 
 tests/test_golden.py runs the same tier on the `impl` fixture, which loads the file by path under a
-private module name (harness.spec.contract.load_impl). mutmut 3 cannot see mutants through that: its
+private module name (nanoproof.spec.contract.load_impl). mutmut 3 cannot see mutants through that: its
 trampolines compare the active mutant's module ("impl.gpt2") with the function's __module__, so under
 a private name every mutant runs the original code, and its per-test stats find no test covering impl.
 Here impl is imported as the package module `impl.gpt2`, from the root on sys.path: mutmut's mutants/
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.judge import report, verify
-from harness.spec.cases import CASES
-from harness.spec.contract import DEFAULT_IMPL, check_contract
+from nanoproof.judge import report, verify
+from nanoproof.spec.cases import CASES
+from nanoproof.spec.contract import DEFAULT_IMPL, check_contract
 
 SEMANTIC_CASES = [name for name, case in CASES.items() if case.kind != "score"]
 

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.cli import load_script
-from harness.tools.data import prepare
-from harness.tools.training import (
+from nanoproof.cli import load_script
+from nanoproof.tools.data import prepare
+from nanoproof.tools.training import (
     train,
 )
-from harness.tools.checkpoints import CKPT_NAME, LOG_NAME, PLOT_NAME, CheckpointError, TrainingError, load_checkpoint
+from nanoproof.tools.checkpoints import CKPT_NAME, LOG_NAME, PLOT_NAME, CheckpointError, TrainingError, load_checkpoint
 
-from harness.paths import REPO_ROOT
+from nanoproof.paths import REPO_ROOT
 
 CONFIG = {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}  # vocab_size: the data's
 HPARAMS = {"learning_rate": 1e-2, "min_lr": 1e-3, "warmup_iters": 5, "lr_decay_iters": 20,
@@ -183,7 +183,7 @@ def test_plot_writes_a_png(impl, tmp_path, toy_data):
 
 
 def test_same_val_losses_as_impls_own_train_command(impl, tmp_path, toy_data):
-    """harness.tools.training mirrors impl/gpt2.py train's RNG conventions, so both print the same losses."""
+    """nanoproof.tools.training mirrors impl/gpt2.py train's RNG conventions, so both print the same losses."""
     result = run(impl, toy_data, None)
     hp = [x for k, v in HPARAMS.items() for x in (f"--{k}", str(v))]
     out = subprocess.run([sys.executable, "impl/gpt2.py", "train", "--data", str(toy_data), *CLI_TINY, *hp],
@@ -365,7 +365,7 @@ FT_RUN = {"batch_size": 2, "eval_interval": 2, "eval_iters": 1, "seed": 11}
 def hf_gpt2(tmp_path_factory):
     """A random GPT-2 with the real vocabulary, saved by transformers (save_pretrained, safetensors)."""
     pytest.importorskip("transformers")
-    from harness.measure.oracle import save_random_checkpoint
+    from nanoproof.measure.oracle import save_random_checkpoint
     folder = tmp_path_factory.mktemp("hf") / "gpt2-tiny"
     save_random_checkpoint(folder, GPT2_TINY, seed=2, prefix=True)
     return folder
@@ -386,7 +386,7 @@ def finetune(module, data, init_from, out_dir=None, config=None, max_iters=3, **
 
 def by_hand(module, data_dir, params, config, max_iters, seed):
     """The training loop written out: max_iters steps from `params` with a fresh AdamW state."""
-    from harness.tools.data import load_split
+    from nanoproof.tools.data import load_split
     data, state = load_split(data_dir, "train"), {}
     rng = np.random.Generator(np.random.PCG64([seed, 1]))
     for step in range(max_iters):
@@ -398,7 +398,7 @@ def by_hand(module, data_dir, params, config, max_iters, seed):
 
 
 def test_init_from_pretrained_weights_trains_from_them(impl, hf_gpt2, bpe_data):
-    from harness.tools.pretrained import load_pretrained   # the loader --init_from uses
+    from nanoproof.tools.pretrained import load_pretrained   # the loader --init_from uses
     loaded, config = load_pretrained(hf_gpt2)
     assert config == GPT2_TINY
     start = finetune(impl, bpe_data, hf_gpt2, max_iters=0)
@@ -411,7 +411,7 @@ def test_init_from_pretrained_weights_trains_from_them(impl, hf_gpt2, bpe_data):
 
 
 def test_init_from_crops_the_context_and_resumes(impl, tmp_path, hf_gpt2, bpe_data):
-    from harness.tools.pretrained import load_pretrained   # the loader --init_from uses
+    from nanoproof.tools.pretrained import load_pretrained   # the loader --init_from uses
     loaded, config = load_pretrained(hf_gpt2)
     cropped = finetune(impl, bpe_data, hf_gpt2, config={"block_size": 16, "n_layer": 1}, max_iters=0)
     assert cropped.params["wpe"].shape == (16, GPT2_TINY["n_embd"])

@@ -2,7 +2,7 @@
 first divergence first, a short table around it and the count of what failed downstream; every
 number with its unit; -q for the verdict alone, --full for every row, --fail-fast to stop early."""
 from conftest import last_line, run_verify
-from harness.measure import catalog
+from nanoproof.measure import catalog
 
 
 def mutant(tmp_path, name):

@@ -11,7 +11,7 @@ the temp files of writers that are gone (`clean_stale_temps`).
 Reading (`read_golden`) raises GoldenError with one line naming the file, what is wrong, and what to
 do: missing, unreadable (truncated, corrupted, not HDF5), another format version, a case (config,
 seeds, hparams) different from harness/spec/cases.py, a missing or corrupted dataset (sha256 mismatch).
-With a case, every dataset the case defines (harness.spec.cases.expected_datasets) must be in the file,
+With a case, every dataset the case defines (nanoproof.spec.cases.expected_datasets) must be in the file,
 whatever its own `datasets` attribute lists. A missing or broken file is first advised to be
 restored from git (`git checkout golden/NAME.h5`), then to be regenerated; a file of another
 format version or case definition only to be regenerated.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.paths import REPO_ROOT, atomic_file
+from nanoproof.paths import atomic_file, source_file
 
 FORMAT = "nanoproof-golden"
 FORMAT_VERSION = 1
@@ -67,7 +67,7 @@ def source_sha256(paths=GENERATING_SOURCES):
     """{path: sha256} of the generating source, plus "all": the sha256 of the concatenation."""
     out, total = {}, hashlib.sha256()
     for p in paths:
-        data = (REPO_ROOT / p).read_bytes()
+        data = source_file(p).read_bytes()
         out[p] = hashlib.sha256(data).hexdigest()
         total.update(data)
     out["all"] = total.hexdigest()
@@ -76,7 +76,7 @@ def source_sha256(paths=GENERATING_SOURCES):
 
 def provenance(command=None):
     """Root-level provenance attributes (the per-backend library/GPU identity go on each group)."""
-    from harness import env
+    from nanoproof import env
     return {
         "source_sha256": json.dumps(source_sha256()),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -216,14 +216,14 @@ def _normalise(x):
 
 
 def read_golden(path, case=None, regen=None):
-    """Read and check a golden file. `case` (a harness.spec.cases case) must equal the recorded one, and
-    every dataset it defines (harness.spec.cases.expected_datasets) must be present and intact.
+    """Read and check a golden file. `case` (a nanoproof.spec.cases case) must equal the recorded one, and
+    every dataset it defines (nanoproof.spec.cases.expected_datasets) must be present and intact.
     Raises GoldenError (with its `kind`) naming the file, the problem and what to do: restore a
     missing or broken file with git, or run `regen` (the regenerating command; "-": none)."""
     import h5py
     path = Path(path)
     if regen is None and case is not None:
-        from harness.spec.cases import regen_command
+        from nanoproof.spec.cases import regen_command
         regen = regen_command(case.name)
 
     def fail(msg, kind="corrupt"):
@@ -262,7 +262,7 @@ def read_golden(path, case=None, regen=None):
             fail("lacks its list of datasets (attribute 'datasets')")
         expected = []
         if case is not None:
-            from harness.spec.cases import expected_datasets
+            from nanoproof.spec.cases import expected_datasets
             expected = expected_datasets(case)
 
         def present(name):

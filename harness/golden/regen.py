@@ -8,7 +8,7 @@ other backends: both paths, and their errors against it).
 
 Safety (`check_regen`, run before anything is computed): an existing file is overwritten only with
 force; unknown backends are refused; a file is never written without a group every file of its case
-holds (harness.spec.cases.expected_datasets: numpy-float64 and numpy-float32), and a group the existing
+holds (nanoproof.spec.cases.expected_datasets: numpy-float64 and numpy-float32), and a group the existing
 file recorded is never dropped silently (a backend not requested, or a GPU recording that is stale
 because the generating source changed) unless named in drop_groups (--drop-group). Temp files an
 interrupted regeneration left are removed first.
@@ -18,13 +18,13 @@ import time
 
 import numpy as np
 
-from harness import env
-from harness.spec.cases import expected_datasets, golden_path, make_tokens, shakespeare_splits
-from harness.spec.contract import load_reference
-from harness.golden.files import clean_stale_temps, provenance, read_golden, write_golden, GoldenError
-from harness.judge.compare import normwise, record_errors
-from harness.judge.score import score_run
-from harness.runner.record import (ALL_BACKENDS, ORACLE, backend_xp, record_trajectory_case, run_generate, run_init,
+from nanoproof import env
+from nanoproof.spec.cases import expected_datasets, golden_path, make_tokens, shakespeare_splits
+from nanoproof.spec.contract import load_reference
+from nanoproof.golden.files import clean_stale_temps, provenance, read_golden, write_golden, GoldenError
+from nanoproof.judge.compare import normwise, record_errors
+from nanoproof.judge.score import score_run
+from nanoproof.runner.record import (ALL_BACKENDS, ORACLE, backend_xp, record_trajectory_case, run_generate, run_init,
                                    run_lr, run_sampler)
 
 
@@ -234,7 +234,7 @@ def planned_groups(case, backends, old=None):
 
 
 def required_groups(case):
-    """The backend groups every golden file of `case` holds (from harness.spec.cases.expected_datasets)."""
+    """The backend groups every golden file of `case` holds (from nanoproof.spec.cases.expected_datasets)."""
     tops = [n.split("/")[0] for n in expected_datasets(case)]
     return list(dict.fromkeys(g for g in tops if "-float" in g))
 
@@ -293,5 +293,5 @@ def regenerate(case, backends=None, force=False, golden_dir=None, log=print, dro
         raise GoldenError(f"{path}: not written: the new file would lack {', '.join(lacking[:4])}"
                           f"{' ...' if len(lacking) > 4 else ''}", "refused")
     write_golden(path, attrs, data, groups, log=log)
-    from harness.golden.files import diff_goldens
+    from nanoproof.golden.files import diff_goldens
     return diff_goldens(old.data if old else {}, data)

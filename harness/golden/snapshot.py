@@ -13,12 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-from harness import env
-from harness.golden.files import dataset_sha256
-from harness.paths import REPO_ROOT, atomic_write_bytes
-from harness.judge.report import Row, TierResult
+from nanoproof import env
+from nanoproof.golden.files import dataset_sha256
+from nanoproof.paths import REPO_ROOT, WORK_DIR, atomic_write_bytes
+from nanoproof.judge.report import Row, TierResult
 
-SNAPSHOT_DIR = REPO_ROOT / ".nanoproof"
+SNAPSHOT_DIR = WORK_DIR / ".nanoproof"
 SNAPSHOT_PATH = SNAPSHOT_DIR / "snapshot.json"
 FORMAT = "nanoproof-snapshot-1"
 # the environment that must be equal for bits to be comparable

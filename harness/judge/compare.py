@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from harness.judge.report import Row
+from nanoproof.judge.report import Row
 
 
 def _float64(a):
@@ -69,7 +69,7 @@ def ulp_distance(actual, expected):
 
 
 def record_errors(rec, oracle):
-    """{key: normwise error} of a flattened record (harness.golden.regen.flatten_record) against the oracle;
+    """{key: normwise error} of a flattened record (nanoproof.golden.regen.flatten_record) against the oracle;
     per-step trajectory scalars get one key per step: "trajectory/loss@3"."""
     out = {}
     for k, v in rec.items():

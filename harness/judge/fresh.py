@@ -70,13 +70,13 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from harness.runner import record
-from harness.judge import tiers
-from harness.judge.compare import check_exact, check_rel, check_ulp, normwise
-from harness.judge.report import Row, TierResult, fail_row
-from harness.spec.contract import activation_names, load_reference, required_activation_names
-from harness.runner.record import ALL_BACKENDS as BACKENDS, ORACLE, StageError
-from harness.runner.worker import InProcess
+from nanoproof.runner import record
+from nanoproof.judge import tiers
+from nanoproof.judge.compare import check_exact, check_rel, check_ulp, normwise
+from nanoproof.judge.report import Row, TierResult, fail_row
+from nanoproof.spec.contract import activation_names, load_reference, required_activation_names
+from nanoproof.runner.record import ALL_BACKENDS as BACKENDS, ORACLE, StageError
+from nanoproof.runner.worker import InProcess
 
 TRAIN_STEPS = 4                 # updates per training case; params checked after 1 and after all
 GEN_PATHS = (("kv_cache", True), ("no_cache", False))
@@ -130,7 +130,7 @@ def _float32_error(ref, case):
     much this draw amplifies rounding. Typical draws: ~1e-6; a few in a hundred reach 1e-3 (attention
     or LayerNorm near a saturation), where float64 rounding too is 1e4 times larger than usual and
     the float32 bound rests on errors dominated by one amplified direction."""
-    from harness.judge.compare import normwise
+    from nanoproof.judge.compare import normwise
     runs = []
     for dtype in ("float64", "float32"):
         p = {k: v.astype(dtype) for k, v in case["params0"].items()}

@@ -14,7 +14,7 @@ import html
 import io
 import math
 
-from harness.paths import atomic_write_bytes
+from nanoproof.paths import atomic_write_bytes
 
 RATIO_FLOOR, RATIO_CEIL = 1e-8, 1e8
 SECTION_COLORS = {"setup": "C7", "forward": "C0", "loss": "C4", "backward": "C1", "trajectory": "C2",

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from harness.runner.record import StageError, _call, backend_xp
-from harness.spec.cases import CaseDataError, golden_path, shakespeare_splits
-from harness.judge.report import Row, TierResult, fail_row
-from harness.golden.files import GoldenError, read_golden
+from nanoproof.runner.record import StageError, _call, backend_xp
+from nanoproof.spec.cases import CaseDataError, golden_path, shakespeare_splits
+from nanoproof.judge.report import Row, TierResult, fail_row
+from nanoproof.golden.files import GoldenError, read_golden
 
 
 def ensemble(golden, step, group="numpy-float32"):
@@ -86,8 +86,8 @@ def score_spec(case, seed, steps, backend="numpy-float32"):
 
 
 def score_tier(impl, case, tol, golden_dir=None, steps=None, seed=None):
-    """impl: a file path (run in a worker process), or a module / runner (harness.judge.tiers.subject)."""
-    from harness.judge.tiers import run_job, subject
+    """impl: a file path (run in a worker process), or a module / runner (nanoproof.judge.tiers.subject)."""
+    from nanoproof.judge.tiers import run_job, subject
     t0 = time.perf_counter()
     res = TierResult("score", case.name)
     steps = case.short_steps if steps is None else steps

@@ -27,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.spec import tolerances
-from harness.spec.cases import golden_path
-from harness.judge.compare import check_exact, check_rel, check_ulp, normwise
-from harness.judge.report import Row, TierResult, fail_row
-from harness.spec.contract import required_activation_names
-from harness.golden.files import read_golden
-from harness.runner.record import ALL_BACKENDS, ORACLE, backend_xp, part_of
-from harness.runner.worker import InProcess, Isolated, WorkerFailure
+from nanoproof.spec import tolerances
+from nanoproof.spec.cases import golden_path
+from nanoproof.judge.compare import check_exact, check_rel, check_ulp, normwise
+from nanoproof.judge.report import Row, TierResult, fail_row
+from nanoproof.spec.contract import required_activation_names
+from nanoproof.golden.files import read_golden
+from nanoproof.runner.record import ALL_BACKENDS, ORACLE, backend_xp, part_of
+from nanoproof.runner.worker import InProcess, Isolated, WorkerFailure
 
 BACKENDS = tuple(b for b in ALL_BACKENDS if b != ORACLE)   # the backend tier's, besides the oracle
 
@@ -56,7 +56,7 @@ def load_case_golden(case, golden_dir=None):
 # ----------------------------------------------------------------------------- running the code under test
 
 def subject(impl):
-    """What runs the code under test: a runner (harness.runner.worker.Isolated / InProcess) as it is, a file
+    """What runs the code under test: a runner (nanoproof.runner.worker.Isolated / InProcess) as it is, a file
     path in a worker process, a module object in this process (tests, reference/)."""
     if hasattr(impl, "run") and hasattr(impl, "label"):
         return impl
@@ -70,16 +70,16 @@ _REFERENCE_RUNS = {}
 
 def reference_run(job, spec, inputs):
     """reference/ run live, in this process, on the same inputs and backend (cached: deterministic)."""
-    from harness.golden.files import dataset_sha256
+    from nanoproof.golden.files import dataset_sha256
     key = (job, json.dumps(spec, sort_keys=True), tuple((k, dataset_sha256(v)) for k, v in inputs.items()))
     if key not in _REFERENCE_RUNS:
-        from harness.spec.contract import load_reference
+        from nanoproof.spec.contract import load_reference
         _REFERENCE_RUNS[key] = InProcess(load_reference(), "reference/").run(job, spec, inputs)
     return _REFERENCE_RUNS[key]
 
 
 def trajectory_spec(case, backend, setup):
-    """The trajectory job of a case on one backend (harness.runner.record.trajectory_job)."""
+    """The trajectory job of a case on one backend (nanoproof.runner.record.trajectory_job)."""
     dtype = backend.split("-")[1]
     steps = case.steps if dtype == "float64" else case.backend_steps
     spec = {"config": case.config, "hparams": case.hparams, "backend": backend, "steps": steps,

@@ -3,12 +3,12 @@ functions). The implementation runs in worker processes (harness/runner/worker.p
 reads the golden files, runs reference/ where a bound needs it, and computes the verdicts."""
 from pathlib import Path
 
-from harness.judge import tiers
-from harness.spec import tolerances
-from harness.spec.cases import CASES
-from harness.judge.report import TierResult, fail_row
-from harness.golden.files import GoldenError
-from harness.judge.tiers import BACKENDS, ORACLE
+from nanoproof.judge import tiers
+from nanoproof.spec import tolerances
+from nanoproof.spec.cases import CASES
+from nanoproof.judge.report import TierResult, fail_row
+from nanoproof.golden.files import GoldenError
+from nanoproof.judge.tiers import BACKENDS, ORACLE
 
 TIERS = ("exact", "semantic", "backend", "score", "fresh")
 
@@ -42,7 +42,7 @@ def run(impl, cases=None, tier_names=TIERS, golden_dir=None, snapshot_path=None,
         case = CASES[name]
         if case.kind == "score":
             if "score" in tier_names:
-                from harness.judge import score
+                from nanoproof.judge import score
                 out.append(score.score_tier(runner, case, tol, golden_dir))
             if fail_fast and any(r.failed for r in out):
                 return out
@@ -78,13 +78,13 @@ def run(impl, cases=None, tier_names=TIERS, golden_dir=None, snapshot_path=None,
                 if "backend" in tier_names:
                     ordered.append(res)
         if "exact" in tier_names:
-            from harness.golden import snapshot
+            from nanoproof.golden import snapshot
             ordered.insert(0, snapshot.exact_tier(case, sem_results, backend_results, snapshot_path))
         out += ordered
         if fail_fast and any(r.failed for r in out):
             return out
     if "fresh" in tier_names:
-        from harness.judge import fresh
+        from nanoproof.judge import fresh
         out += fresh.fresh_tier(runner, fresh_seed, tol)
     return out
 

@@ -144,7 +144,7 @@ class TorchStep:
     """PyTorch eager: transformers' GPT-2 + torch AdamW, the oracle tests' step, float32, default threads."""
 
     def __init__(self, module, cfg, batch_size, data):
-        from harness.measure import oracle
+        from nanoproof.measure import oracle
         self.oracle, self.get_batch = oracle, module.get_batch
         self.cfg, self.B, self.data, self.step = cfg, batch_size, data, 0
         self.model = oracle.random_gpt2(cfg, SEED)
@@ -159,7 +159,7 @@ class TorchStep:
 
 
 def load_module(worker, impl_path):
-    from harness.spec.contract import load_impl, load_reference
+    from nanoproof.spec.contract import load_impl, load_reference
     return load_reference() if worker == "reference" else load_impl(impl_path)
 
 
@@ -220,12 +220,12 @@ def worker(name, config_name, impl_path, warmup, malloc="keep"):
     MiB: at start after imports, and the peak so far)."""
     cfg, B = model_config(config_name), CONFIGS[config_name]["batch_size"]
     if malloc == "keep":
-        from harness import env
+        from nanoproof import env
         env.keep_freed_memory()
     module = load_module("impl" if name == "torch" else name, impl_path)
     data = np.random.Generator(np.random.PCG64(SEED)).integers(0, cfg["vocab_size"], DATA_TOKENS, dtype=np.uint16)
     if name == "torch":
-        importlib.import_module("harness.measure.oracle")   # torch's libraries belong to the start, not the model
+        importlib.import_module("nanoproof.measure.oracle")   # torch's libraries belong to the start, not the model
     base = current_rss_mb()
     step = (TorchStep if name == "torch" else NumpyStep)(module, cfg, B, data)
     block(step, warmup)

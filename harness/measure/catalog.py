@@ -10,11 +10,11 @@ Against an edited or other implementation an entry whose `old` text does not occ
 "stale" (0 occurrences) or "ambiguous" (several): information about the file, never a verdict.
 harness/measure/mutate.py runs the catalog, harness/measure/sensitivity.py the probes.
 """
-from harness.paths import REPO_ROOT
+from nanoproof.paths import FIXTURES_DIR
 
 # the frozen copy of impl/gpt2.py the catalog (and PROBES) were written against; tests run the
 # catalog on it so they do not depend on the text of impl/gpt2.py, which users edit
-FIXTURE = REPO_ROOT / "tests" / "fixtures" / "gpt2_frozen.py"
+FIXTURE = FIXTURES_DIR / "gpt2_frozen.py"
 
 
 def M(name, kind, area, old, new, description, expect=None):

@@ -1,19 +1,19 @@
-"""The fresh tier's false alarms, measured: `python -m harness.measure.fresh_alarms --seeds 200` runs the
+"""The fresh tier's false alarms, measured: `python -m nanoproof.measure.fresh_alarms --seeds 200` runs the
 fresh tier (harness/judge/fresh.py) over many seeds on impl/gpt2.py, reference/ and every rounding-only
 rewrite of the mutation catalog, and prints the failing runs and the worst error / tolerance per
 tolerance entry (README, "Why an OK can be trusted")."""
 if __name__ == "__main__":   # pin BLAS threads etc. before numpy loads
-    from harness import env
+    from nanoproof import env
     env.pin()
 
 import math
 import time
 
-from harness.judge.fresh import entry_of, fresh_tier
-from harness.measure import catalog
-from harness.runner.worker import InProcess
-from harness.spec import tolerances
-from harness.spec.contract import load_reference
+from nanoproof.judge.fresh import entry_of, fresh_tier
+from nanoproof.measure import catalog
+from nanoproof.runner.worker import InProcess
+from nanoproof.spec import tolerances
+from nanoproof.spec.contract import load_reference
 
 
 def measure(subjects, seeds, tol=None, log=print):
@@ -49,7 +49,7 @@ def measure(subjects, seeds, tol=None, log=print):
 
 
 def main(argv=None):
-    """python -m harness.measure.fresh_alarms --seeds 200: the fresh tier's false alarms over many seeds on
+    """python -m nanoproof.measure.fresh_alarms --seeds 200: the fresh tier's false alarms over many seeds on
     impl/gpt2.py, reference/ and every rounding-only rewrite of harness/measure/catalog.py's catalog (of
     the frozen copy tests/fixtures/gpt2_frozen.py; each run
     in this process: the verdicts are those of verify's worker runs), with the worst error /
@@ -57,7 +57,7 @@ def main(argv=None):
     import argparse
     import tempfile
     import warnings
-    from harness.spec.contract import DEFAULT_IMPL, load_impl
+    from nanoproof.spec.contract import DEFAULT_IMPL, load_impl
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--seeds", type=int, default=200, help="how many seeds (default 200)")
     ap.add_argument("--first", type=int, default=0, help="the first seed (default 0)")

@@ -1,7 +1,7 @@
 """Mutation testing: how much of a change in the math does verify catch?
 
 `run_catalog` applies each entry of the catalog (harness/measure/catalog.py, kept as data) to a
-temporary copy of the file, runs verify's tiers on it in-process (harness.judge.verify.run) and
+temporary copy of the file, runs verify's tiers on it in-process (nanoproof.judge.verify.run) and
 records per tier whether it was caught and where; the exact tier compares against a snapshot of the
 unmodified file taken in a temporary folder first. scripts/mutate.py is the command line.
 
@@ -17,8 +17,8 @@ import time
 import warnings
 from pathlib import Path
 
-from harness.measure.catalog import apply, not_applying_line, status_of
-from harness.spec.contract import DEFAULT_IMPL, ContractError, load_impl
+from nanoproof.measure.catalog import apply, not_applying_line, status_of
+from nanoproof.spec.contract import DEFAULT_IMPL, ContractError, load_impl
 
 FAST_TIERS = ("semantic", "backend")
 ALL_TIERS = ("exact", "semantic", "backend", "score")
@@ -27,10 +27,10 @@ ALL_TIERS = ("exact", "semantic", "backend", "score")
 
 def take_snapshot(module, path, impl_path):
     """The exact tier's baseline of the unmodified impl, written to `path` (a temporary file)."""
-    from harness.golden import snapshot
-    from harness.judge import tiers
-    from harness.spec import tolerances
-    from harness.spec.cases import CASES, TRAJECTORY_CASES
+    from nanoproof.golden import snapshot
+    from nanoproof.judge import tiers
+    from nanoproof.spec import tolerances
+    from nanoproof.spec.cases import CASES, TRAJECTORY_CASES
     tol = tolerances.load()
     per_case = {}
     for name in TRAJECTORY_CASES:
@@ -90,7 +90,7 @@ def expect_matches(expect, row):
 
 def run_mutant(entry, source, tier_names, workdir, snapshot_path=None, golden_dir=None):
     """Apply one catalog entry to a copy of `source` in workdir and run the tiers on it."""
-    from harness.judge import verify
+    from nanoproof.judge import verify
     t0 = time.perf_counter()
     out = {"name": entry["name"], "kind": entry["kind"], "area": entry.get("area", ""),
            "description": entry["description"], "expect": entry.get("expect"),
@@ -136,7 +136,7 @@ def run_catalog(entries, tier_names=FAST_TIERS, impl_path=None, golden_dir=None,
     with tempfile.TemporaryDirectory(prefix="nanoproof-mutate-") as work:
         snap = None
         if "exact" in tier_names:
-            from harness import env
+            from nanoproof import env
             if env.PINNED_IN_TIME:
                 snap = Path(work) / "snapshot.json"
                 take_snapshot(load_impl(impl_path), snap, impl_path)
@@ -237,5 +237,5 @@ def format_report(doc):
 
 
 def write_json(doc, path):
-    from harness.paths import atomic_write_bytes
+    from nanoproof.paths import atomic_write_bytes
     atomic_write_bytes(path, (json.dumps(doc, indent=1, default=str) + "\n").encode())

@@ -7,9 +7,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.measure.catalog import not_applying_line, status_of
-from harness.measure.mutate import FAST_TIERS, run_mutant
-from harness.spec.contract import DEFAULT_IMPL
+from nanoproof.measure.catalog import not_applying_line, status_of
+from nanoproof.measure.mutate import FAST_TIERS, run_mutant
+from nanoproof.spec.contract import DEFAULT_IMPL
 
 DELTAS = tuple(m * 10.0 ** -e for e in range(1, 14) for m in (1.0, 0.3))[:-1]   # 1e-1, 3e-2, ..., 1e-13
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from harness.spec.contract import activation_names
+from nanoproof.spec.contract import activation_names
 
 class StageError(Exception):
     """The module raised (or returned something unusable) in one stage of a run."""
@@ -206,7 +206,7 @@ def backend_xp(backend):
     name, dtype = backend.split("-")
     if name == "numpy":
         return np, dtype
-    from harness import env
+    from nanoproof import env
     cupy, why = env.gpu()
     return (cupy, dtype) if cupy is not None else (None, why)
 
@@ -304,7 +304,7 @@ def generate_job(module, spec, inputs):
 
 
 def score_job(module, spec, inputs):
-    from harness.judge import score    # the score run lives with the score tier
+    from nanoproof.judge import score    # the score run lives with the score tier
     return score.score_job(module, spec, inputs)
 
 
@@ -314,7 +314,7 @@ def check_job(module, spec, inputs):
 
 
 def fresh_job(module, spec, inputs):
-    from harness.judge import fresh
+    from nanoproof.judge import fresh
     return fresh.execute(module, spec, inputs)
 
 

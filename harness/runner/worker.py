@@ -29,7 +29,7 @@ from pathlib import Path
 
 PROTOCOL = "nanoproof-worker-1"
 WORKER_FILE = Path(__file__).resolve()
-REPO_ROOT = WORKER_FILE.parents[2]   # (not harness.paths: the worker puts this on sys.path itself)
+REPO_ROOT = WORKER_FILE.parents[2]   # (not nanoproof.paths: the worker puts this on sys.path itself)
 DEFAULT_TIMEOUT = 300.0   # seconds per job; verify --timeout overrides it
 OUTPUT_TAIL = 1500        # characters of the worker's output shown with a failure
 
@@ -46,7 +46,7 @@ class WorkerFailure(Exception):
 @dataclass
 class JobResult:
     results: dict                               # key -> numpy array (host, the dtype the code returned)
-    errors: dict                                # part -> harness.runner.record.StageError
+    errors: dict                                # part -> nanoproof.runner.record.StageError
     meta: dict = field(default_factory=dict)    # plain JSON extras (e.g. optimizer state dtypes)
     output: str = ""                            # what the worker printed (stderr), for information
     seconds: float = 0.0
@@ -57,7 +57,7 @@ class JobResult:
 def save_arrays(path, arrays):
     """{key: array} -> .npz, keys kept in a JSON list (keys may hold '/' and '@'); never pickled."""
     import numpy as np
-    from harness.paths import atomic_file
+    from nanoproof.paths import atomic_file
     keys = list(arrays)
     with atomic_file(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, __keys__=np.frombuffer(json.dumps(keys).encode(), dtype=np.uint8),
@@ -80,7 +80,7 @@ class InProcess:
         self.module, self.label = module, label or getattr(module, "__name__", "module")
 
     def run(self, job, spec, inputs):
-        from harness.runner import record
+        from nanoproof.runner import record
         t0 = time.perf_counter()
         inputs = {k: _copy(v) for k, v in inputs.items()}   # the job may write into its inputs
         results, errors, meta = record.JOBS[job](self.module, spec, inputs)
@@ -132,7 +132,7 @@ class Isolated:
                 raise WorkerFailure("the worker process exited with status 0 before reporting any results "
                                     "(an exit(), sys.exit() or os._exit() in the code under test?)", output)
             if done.get("contract_error"):
-                from harness.spec.contract import ContractError
+                from nanoproof.spec.contract import ContractError
                 raise ContractError(done["contract_error"])
             if stdout.strip():
                 lines = stdout.strip().splitlines()
@@ -144,7 +144,7 @@ class Isolated:
             except Exception as exc:
                 raise WorkerFailure(f"its results file is unreadable: {type(exc).__name__}: {exc}",
                                     output) from None
-        from harness.runner.record import StageError
+        from nanoproof.runner.record import StageError
         errors = {part: StageError(e["stage"], e["step"], e["message"])
                   for part, e in done.get("errors", {}).items()}
         return JobResult(results, errors, done.get("meta", {}), output, time.perf_counter() - t0)
@@ -190,8 +190,8 @@ def main(argv):
     job_doc = json.loads((d / "job.json").read_text())
     sys.path.insert(0, str(REPO_ROOT))
     import numpy  # noqa: F401  (before the file under test, so its import time is not the job's)
-    from harness.runner import record
-    from harness.spec.contract import ContractError, load_impl, load_reference
+    from nanoproof.runner import record
+    from nanoproof.spec.contract import ContractError, load_impl, load_reference
     inputs = load_arrays(d / "inputs.npz")
     job = job_doc["job"]
     done = {"protocol": PROTOCOL, "job": job}
@@ -210,7 +210,7 @@ def main(argv):
 
 
 def _write_json(path, doc):
-    from harness.paths import atomic_write_bytes
+    from nanoproof.paths import atomic_write_bytes
     atomic_write_bytes(path, json.dumps(doc).encode())
 
 

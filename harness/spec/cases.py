@@ -16,7 +16,7 @@ one defined here (regenerate it: scripts/regen_golden.py --case NAME --force).
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.paths import GOLDEN_DIR
+from nanoproof.paths import GOLDEN_DIR
 
 # a fixed short text for the gpt2-vocab case (Shakespeare, sonnet 18; public domain)
 SONNET_18 = (
@@ -199,7 +199,7 @@ def make_tokens(case):
         offsets = np.where(jumps, rng.integers(0, V, n), 1)
         return (np.cumsum(offsets) % V).astype(np.int64)
     if d["kind"] == "gpt2-text":
-        from harness import env
+        from nanoproof import env
         env.tiktoken_cache()
         try:
             import tiktoken
@@ -217,7 +217,7 @@ def shakespeare_splits():
     golden/ (sha256 checked), and the sha256 of the text's bytes. Raises CaseDataError when that copy
     is missing or damaged."""
     import hashlib
-    from harness.spec import corpus
+    from nanoproof.spec import corpus
     try:
         raw = corpus.tinyshakespeare_bytes()
         train, val, _ = corpus.char_splits(raw.decode("utf-8"), what=str(corpus.TINYSHAKESPEARE_XZ))
@@ -230,8 +230,8 @@ def expected_datasets(case):
     """Every dataset a correct golden file of `case` must hold, in the order regeneration writes
     them (golden/README.md). Optional groups (cupy-*) and the float32 tensors stored beside the
     numpy-float32 error table are extras a file may hold besides these."""
-    from harness.spec.contract import activation_names
-    from reference.model import param_shapes
+    from nanoproof.spec.contract import activation_names
+    from nanoproof.reference.model import param_shapes
     if case.kind == "score":
         return ["val_loss/steps", "val_loss/seeds", "numpy-float32/val_loss"]
     params = list(param_shapes(case.config))

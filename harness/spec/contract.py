@@ -31,8 +31,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from harness.paths import REPO_ROOT
-DEFAULT_IMPL = REPO_ROOT / "impl" / "gpt2.py"
+from nanoproof.paths import IMPL_DIR, REPO_ROOT
+DEFAULT_IMPL = IMPL_DIR / "gpt2.py"
 
 CONTRACT = ("init", "forward", "backward", "adamw_step", "lr_at", "get_batch", "generate")
 CONFIG_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
@@ -83,7 +83,7 @@ def load_impl(path=None):
 
 
 def load_reference():
-    import reference
+    from nanoproof import reference
     check_contract(reference, "reference/")
     return reference
 

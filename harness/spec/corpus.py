@@ -9,7 +9,7 @@ import lzma
 
 import numpy as np
 
-from harness.paths import GOLDEN_DIR
+from nanoproof.paths import GOLDEN_DIR
 
 TRAIN_FRACTION = 0.9  # nanoGPT: train = data[:int(n*0.9)], val = the rest
 DTYPE = np.uint16

@@ -2,13 +2,13 @@
 applies to, its metric, the error it was set to cover (`measured`, with the command that measured it)
 and why its value is what it is. scripts/calibrate.py re-measures every entry and prints its headroom.
 
-Keys of a result (harness.judge.tiers.collect) map to entries with `entry_for`.
+Keys of a result (nanoproof.judge.tiers.collect) map to entries with `entry_for`.
 """
 import json
 import math
 from pathlib import Path
 
-from harness.paths import GOLDEN_DIR
+from nanoproof.paths import GOLDEN_DIR
 
 PATH = GOLDEN_DIR / "tolerances.json"
 FIELDS = ("tier", "applies_to", "metric", "value", "measured", "measured_by", "why")

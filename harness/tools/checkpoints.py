@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.paths import atomic_file, atomic_write_bytes
-from harness.runner.record import to_host
-from harness.tools.data import one_line
+from nanoproof.paths import atomic_file, atomic_write_bytes
+from nanoproof.runner.record import to_host
+from nanoproof.tools.data import one_line
 
 CKPT_FORMAT = "nanoproof-ckpt-1"
 CKPT_NAME = "ckpt.npz"

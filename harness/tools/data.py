@@ -35,8 +35,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from harness.paths import REPO_ROOT, atomic_write_bytes, atomic_write_files
-from harness.spec.corpus import (DTYPE, TINYSHAKESPEARE_XZ, DataError, char_decode, char_encode, char_splits,
+from nanoproof.paths import GOLDEN_DIR, REPO_ROOT, WORK_DIR, atomic_write_bytes, atomic_write_files
+from nanoproof.spec.corpus import (DTYPE, TINYSHAKESPEARE_XZ, DataError, char_decode, char_encode, char_splits,
                                   split_text, tinyshakespeare_bytes)
 SHARED_DIR = REPO_ROOT.parent / "shared"  # beside the repo root on our CI and dev machines
 
@@ -151,7 +151,7 @@ def find_tinyshakespeare(
     ``source`` is the local path, or ``url`` when this call downloaded it. ``root`` defaults to the
     repo root. Raises DataError (naming the URL and the reason) when the download fails.
     """
-    root = Path(root) if root is not None else REPO_ROOT
+    root = Path(root) if root is not None else WORK_DIR
     log = log or (lambda msg: None)
     cache = root / "data" / TINYSHAKESPEARE_NAME
     shared = root.parent / "shared" / "data" / TINYSHAKESPEARE_NAME
@@ -159,7 +159,7 @@ def find_tinyshakespeare(
         if candidate.is_file():
             log(f"using tiny Shakespeare from {candidate}")
             return candidate, str(candidate)
-    shipped = root / "golden" / TINYSHAKESPEARE_XZ.name
+    shipped = (root / "golden" if root != WORK_DIR else GOLDEN_DIR) / TINYSHAKESPEARE_XZ.name
     if shipped.is_file():
         log(f"using tiny Shakespeare shipped as {shipped}")
         raw = tinyshakespeare_bytes(shipped)

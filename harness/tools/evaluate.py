@@ -2,7 +2,7 @@
 
 ``load_weights`` reads either a Hugging Face GPT-2 folder (config.json + model.safetensors, through
 harness/tools/pretrained.py, the one loader for every implementation) or a checkpoint of ours (.npz
-written by scripts/train.py / harness.tools.training or by impl/gpt2.py's train command).
+written by scripts/train.py / nanoproof.tools.training or by impl/gpt2.py's train command).
 ``check_vocabulary`` refuses data whose token ids mean something else to the model. ``evaluate`` is
 scripts/eval.py's measurement; scripts/train.py's ``--init_from`` uses the first two.
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.tools.data import GPT2_VOCAB_SIZE, one_line
-from harness.tools.pretrained import load_pretrained
+from nanoproof.tools.data import GPT2_VOCAB_SIZE, one_line
+from nanoproof.tools.pretrained import load_pretrained
 
 DTYPES = ("float32", "float64")
 
@@ -34,7 +34,7 @@ class WeightsError(Exception):
 
 def read_npz_checkpoint(path) -> tuple[dict, dict, dict | None]:
     """(params as host arrays, config, the training data's meta.json or None) of an .npz of ours."""
-    from reference.model import param_shapes
+    from nanoproof.reference.model import param_shapes
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"][()]))

@@ -27,7 +27,7 @@ from collections import Counter
 
 import numpy as np
 
-from reference.pretrained import check_folder, match_tensors, read_config
+from nanoproof.reference.pretrained import check_folder, match_tensors, read_config
 
 # GPT-2's released sizes (OpenAI's checkpoints on the hub), as contract configs
 PRESETS = {name: {"vocab_size": 50257, "block_size": 1024, "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd}

@@ -53,10 +53,10 @@ from typing import Callable
 
 import numpy as np
 
-from harness.spec.contract import CONFIG_KEYS, HPARAM_KEYS
-from harness.tools.data import load_meta, load_split, one_line
-from harness.tools.checkpoints import (CKPT_NAME, CKPT_FORMAT, LOG_NAME, PLOT_NAME, CheckpointError, JsonlLog, TrainingError, check_resumable, load_checkpoint, plot_history, save_checkpoint)
-from harness.tools.evaluate import WeightsError, check_vocabulary, load_weights
+from nanoproof.spec.contract import CONFIG_KEYS, HPARAM_KEYS
+from nanoproof.tools.data import load_meta, load_split, one_line
+from nanoproof.tools.checkpoints import (CKPT_NAME, CKPT_FORMAT, LOG_NAME, PLOT_NAME, CheckpointError, JsonlLog, TrainingError, check_resumable, load_checkpoint, plot_history, save_checkpoint)
+from nanoproof.tools.evaluate import WeightsError, check_vocabulary, load_weights
 
 DTYPES = ("float32", "float64")
 TRAIN_STREAM, EVAL_STREAM = 1, 2  # PCG64([seed, stream]): impl/gpt2.py's train command's convention
@@ -197,7 +197,7 @@ def train(module, data_dir, config: dict, hparams: dict, *, max_iters: int, batc
     axis) go; None writes nothing.
     ``progress``: a tqdm bar on stderr (only when stderr is a TTY). ``echo``: called with one line per
     evaluation, checkpoint and (every ``log_interval`` steps, when no bar is shown) iteration.
-    Raises TrainingError / CheckpointError, and harness.tools.data.DataError for a bad data folder.
+    Raises TrainingError / CheckpointError, and nanoproof.tools.data.DataError for a bad data folder.
     """
     from tqdm import tqdm
 

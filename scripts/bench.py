@@ -22,7 +22,8 @@ fraction of the ceiling; each worker's peak RSS and its RSS after imports (befor
 to the analytic size of params + grads + AdamW m, v + cached activations (the canonical activations
 and the softmax of the loss), and growth/analytic = (peak - start) / analytic; the ratio ours/PyTorch is
 the median over repeats of each repeat's paired ratio. The reference is timed in the first repeat only
-(it is the slow readable one). Nothing is pinned: numpy and torch use their default threads.
+(it is the slow readable one). numpy and torch use their default threads unless --threads N pins
+every worker (and the sgemm ceiling) to N: on a busy machine, pin.
 
 --profile splits impl's step, phase by phase (get_batch, forward, backward, adamw_step, each the
 median over --iters iterations), into matmul (every matmul of the phase timed alone on contiguous
@@ -100,6 +101,8 @@ def main(argv=None):
                     help="keep: every worker (ours, PyTorch, reference) asks glibc to keep freed memory "
                          "(harness/env.py keep_freed_memory, as scripts/train.py does); system: glibc's "
                          "defaults, under which each step's fresh temporaries cost page faults (default keep)")
+    ap.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                    help="BLAS and torch threads in every worker and for the ceiling (default: the libraries' own)")
     ap.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT (atomically)")
     ap.add_argument("--worker", choices=bench.WORKERS, help=argparse.SUPPRESS)   # internal: one worker process
     ap.add_argument("--one", choices=list(bench.CONFIGS), help=argparse.SUPPRESS)
@@ -107,7 +110,7 @@ def main(argv=None):
     if args.worker:
         if not args.one:
             ap.error("--worker needs --one CONFIG")
-        bench.worker(args.worker, args.one, args.impl, args.warmup, args.malloc)
+        bench.worker(args.worker, args.one, args.impl, args.warmup, args.malloc, args.threads)
         return 0
     if not Path(args.impl).is_file():
         ap.error(f"--impl {args.impl}: no such file")
@@ -124,17 +127,23 @@ def main(argv=None):
     from tqdm import tqdm
     per_config = args.repeats * len([n for n in names if n != "reference"]) + ("reference" in names)
     results = {}
-    with tqdm(total=per_config * len(args.configs), desc="bench", unit="block", file=sys.stderr) as bar:
+    if args.threads:
+        from nanoproof import env
+        env.limit_blas_threads(args.threads)
+    with tqdm(total=per_config * len(args.configs), desc="bench", unit="block", file=sys.stderr,
+              disable=None) as bar:        # no frames in a log that is not a terminal
         for name in args.configs:
             bar.set_postfix_str(name)
             try:
                 results[name] = bench.run_config(Path(__file__), name, names, args.repeats, args.iters,
                                                  args.warmup, args.impl, args.iters if args.profile else 0,
-                                                 tick=bar.update, malloc=args.malloc)
+                                                 tick=bar.update, malloc=args.malloc, threads=args.threads)
             except RuntimeError as exc:
                 print(f"bench: {exc}", file=sys.stderr)
                 return 1
     print(table(results))
+    from nanoproof import env
+    print(f"BLAS: {env.blas_kernel()}")
     for name, r in results.items():
         if "profile" in r:
             print(profile_table(name, r["profile"]))
@@ -149,7 +158,7 @@ def main(argv=None):
 
 def environment():
     from nanoproof import env
-    info = {"cpu": env.cpu_name(), "cpu_count": os.cpu_count(), "blas": env.blas_name()}
+    info = {"cpu": env.cpu_name(), "cpu_count": os.cpu_count(), "blas": env.blas_kernel()}
     if importlib.util.find_spec("torch"):
         import torch
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())

@@ -12,7 +12,7 @@ the KV cache (each token costs one position's work) and without it (every step r
 prefix), one after the other; tokens/s = batch x new tokens / wall seconds (the prompt's own forward
 included). The table gives min / median / max over the repeats and the speed-up: the median of each
 repeat's cache / no-cache ratio. Both paths must give the same tokens (checked; exit status 1 if
-not). Nothing is pinned: numpy uses its default BLAS threads, so on a shared machine compare the
+not). numpy uses its default BLAS threads unless --threads N; on a shared machine compare the
 ratio of one run, not absolute figures across runs.
 """
 import sys
@@ -47,7 +47,7 @@ def bench(impl, batch, n_tokens, prompt_tokens, repeats, progress):
     params = impl.init(GPT2_124M, 0, np, "float32")
     speeds = {"kv_cache": [], "no_cache": []}
     same = True
-    for _ in tqdm(range(repeats), desc=f"batch {batch}", disable=not progress):
+    for _ in tqdm(range(repeats), desc=f"batch {batch}", disable=None if progress else True):
         cached, speed = timed(impl, params, prompts, n_tokens, True)
         speeds["kv_cache"].append(speed)
         recomputed, speed = timed(impl, params, prompts, n_tokens, False)
@@ -68,10 +68,16 @@ def main(argv=None):
     ap.add_argument("--batch", type=positive_int, action="append", help="batch size, repeatable (default 1)")
     ap.add_argument("--repeats", type=positive_int, default=3, help="default 3")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    ap.add_argument("--no-progress", "--no_progress", dest="no_progress", action="store_true", help="no progress bar")
+    ap.add_argument("--no-progress", "--no_progress", dest="no_progress", action="store_true",
+                    help="no progress bar (there is none anyway when stderr is not a terminal)")
+    ap.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                    help="BLAS threads (default: the library's own; on a busy machine, pin)")
     args = ap.parse_args(argv)
     if args.prompt_tokens + args.n_tokens > GPT2_124M["block_size"]:
         ap.error(f"--prompt_tokens + --n_tokens must be <= block_size {GPT2_124M['block_size']}")
+    from nanoproof import env
+    if args.threads:
+        env.limit_blas_threads(args.threads)
     try:
         impl = load_impl(args.impl)
     except ContractError as exc:
@@ -81,6 +87,7 @@ def main(argv=None):
                for b in args.batch or [1]]
     print(f"generate, GPT-2 124M shape (random weights), float32 numpy, {args.n_tokens} new tokens after "
           f"{args.prompt_tokens} prompt tokens, greedy, {args.repeats} repeats; tokens/s min / median / max")
+    print(f"BLAS: {env.blas_kernel()}")
     for r in results:
         s = r["tokens_per_s"]
         cells = [f"{k}: {s[k]['min']:.1f} / {s[k]['median']:.1f} / {s[k]['max']:.1f}" for k in s]

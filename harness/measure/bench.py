@@ -214,18 +214,23 @@ def _phase_medians(step, iters):
     return {k: statistics.median(s[k] for s in samples) for k in samples[0]}
 
 
-def worker(name, config_name, impl_path, warmup, malloc="keep"):
+def worker(name, config_name, impl_path, warmup, malloc="keep", threads=None):
     """A worker process: build one implementation's step on `config_name`, then answer commands read
     from stdin, one JSON line each: `time N` (seconds of N iterations), `profile N`, `memory` (RSS in
     MiB: at start after imports, and the peak so far)."""
     cfg, B = model_config(config_name), CONFIGS[config_name]["batch_size"]
+    from nanoproof import env
     if malloc == "keep":
-        from nanoproof import env
         env.keep_freed_memory()
+    if threads:
+        env.limit_blas_threads(threads)
     module = load_module("impl" if name == "torch" else name, impl_path)
     data = np.random.Generator(np.random.PCG64(SEED)).integers(0, cfg["vocab_size"], DATA_TOKENS, dtype=np.uint16)
     if name == "torch":
         importlib.import_module("nanoproof.measure.oracle")   # torch's libraries belong to the start, not the model
+        if threads:
+            import torch
+            torch.set_num_threads(threads)
     base = current_rss_mb()
     step = (TorchStep if name == "torch" else NumpyStep)(module, cfg, B, data)
     block(step, warmup)
@@ -248,11 +253,11 @@ def worker(name, config_name, impl_path, warmup, malloc="keep"):
 class Worker:
     """A worker process (`scripts/bench.py --worker NAME --one CONFIG`), spoken to one line at a time."""
 
-    def __init__(self, script, name, config_name, impl_path, warmup, malloc):
+    def __init__(self, script, name, config_name, impl_path, warmup, malloc, threads=None):
         import subprocess
         self.name, self.config_name = name, config_name
         cmd = [sys.executable, str(script), "--worker", name, "--one", config_name, "--impl", str(impl_path),
-               "--warmup", str(warmup), "--malloc", malloc]
+               "--warmup", str(warmup), "--malloc", malloc] + (["--threads", str(threads)] if threads else [])
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.read()                                                         # {"ready": name}
 
@@ -282,7 +287,7 @@ def summarize(samples_ms):
 
 
 def run_config(script, config_name, names, repeats, iters, warmup, impl_path, profile_iters=0,
-               reference_repeats=1, tick=lambda: None, malloc="keep"):
+               reference_repeats=1, tick=lambda: None, malloc="keep", threads=None):
     """Interleaved blocks of `iters` iterations, `repeats` times: each repeat measures the sgemm ceiling
     (here, in the parent), then one block of each worker in turn (the reference in the first
     `reference_repeats` repeats only). Returns a JSON-able dict of the results for this config."""
@@ -291,7 +296,7 @@ def run_config(script, config_name, names, repeats, iters, warmup, impl_path, pr
     workers = {}
     try:
         for name in names:                           # one at a time: warm-ups do not overlap
-            workers[name] = Worker(script, name, config_name, impl_path, warmup, malloc)
+            workers[name] = Worker(script, name, config_name, impl_path, warmup, malloc, threads)
         block_ms = {name: [] for name in names}
         ceilings = []
         for r in range(repeats):

@@ -55,12 +55,27 @@ def keep_freed_memory():
 
 
 def tiktoken_cache():
-    """Point tiktoken at <repo>/../shared/tiktoken_cache when TIKTOKEN_CACHE_DIR is unset
-    (as harness/tools/data.py does): golden regeneration must never download."""
-    from pathlib import Path
-    shared = Path(__file__).resolve().parents[2] / "shared" / "tiktoken_cache"
-    if "TIKTOKEN_CACHE_DIR" not in os.environ and shared.is_dir():
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(shared)
+    """Make tiktoken's GPT-2 BPE work offline (golden regeneration, data preparation, sampling and the
+    tests never download) when the user has not set TIKTOKEN_CACHE_DIR: ../shared/tiktoken_cache
+    beside a clone, else the GPT-2 files shipped xz-compressed in golden/tiktoken_gpt2/, unpacked
+    once into .nanoproof/tiktoken_cache. Returns the folder in use, or None."""
+    import lzma
+    from nanoproof.paths import GOLDEN_DIR, IN_CLONE, REPO_ROOT, WORK_DIR, atomic_write_bytes
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        return os.environ["TIKTOKEN_CACHE_DIR"]
+    shared = REPO_ROOT.parent / "shared" / "tiktoken_cache"
+    shipped = sorted((GOLDEN_DIR / "tiktoken_gpt2").glob("*.xz"))
+    if IN_CLONE and shared.is_dir():
+        folder = shared
+    elif shipped:
+        folder = WORK_DIR / ".nanoproof" / "tiktoken_cache"
+        for f in shipped:   # tiktoken names each file by the sha1 of its URL: the names are kept
+            if not (folder / f.stem).is_file():
+                atomic_write_bytes(folder / f.stem, lzma.decompress(f.read_bytes()))
+    else:
+        return None
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
+    return str(folder)
 
 
 def cpu_name():

@@ -47,12 +47,10 @@ def last_line(proc):
     return lines[-1] if lines else ""
 
 
-SHARED = REPO_ROOT.parent / "shared"
-TIKTOKEN_CACHE = SHARED / "tiktoken_cache"
 
-# tiktoken must never download in tests: use the cached GPT-2 BPE files when they are here
-if TIKTOKEN_CACHE.is_dir():
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
+# tiktoken must never download in tests: ../shared's cached GPT-2 BPE files, or the shipped copy
+from nanoproof import env as _env  # noqa: E402
+_env.tiktoken_cache()
 
 # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE (default dev; .ci/run sets ci).
 settings.register_profile("dev", max_examples=20, deadline=None)
@@ -92,6 +90,10 @@ def tinyshakespeare(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiktoken_cache():
-    if not TIKTOKEN_CACHE.is_dir():
-        pytest.skip(f"tiktoken's GPT-2 files not found at {TIKTOKEN_CACHE}; tests never download them")
-    return TIKTOKEN_CACHE
+    """tiktoken's GPT-2 files, offline: ../shared's, or the copy shipped in golden/ (env.tiktoken_cache)."""
+    from nanoproof import env
+    folder = env.tiktoken_cache()
+    if folder is None:
+        pytest.skip("tiktoken's GPT-2 files are neither in TIKTOKEN_CACHE_DIR, ../shared nor golden/; "
+                    "tests never download them")
+    return Path(folder)

@@ -27,19 +27,12 @@ from nanoproof.tools import data  # noqa: E402
 from nanoproof.tools.data import DataError, encoder, load_meta, load_split, prepare  # noqa: E402
 
 SCRIPT = ROOT / "scripts" / "prepare_data.py"
-TIKTOKEN_CACHE = (ROOT / ".." / "shared" / "tiktoken_cache").resolve()
 UNREACHABLE_URL = "http://127.0.0.1:9/input.txt"  # discard port: connection refused, no network
 
-needs_tiktoken = pytest.mark.skipif(
-    not TIKTOKEN_CACHE.is_dir(),
-    reason=f"no offline tiktoken cache at {TIKTOKEN_CACHE}; gpt2 mode would need the network",
-)
-
-
 @pytest.fixture(autouse=True)
-def _offline_tiktoken(monkeypatch):
-    if TIKTOKEN_CACHE.is_dir():
-        monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
+def _offline_tiktoken(monkeypatch, tiktoken_cache):
+    """gpt2 mode never downloads here: tiktoken reads ../shared's or the shipped GPT-2 files."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
 
 
 def sample_text(n_lines: int = 60) -> str:
@@ -108,7 +101,6 @@ def test_char_encode_rejects_unknown_character(tmp_path):
         encode("Zebra")
 
 
-@needs_tiktoken
 def test_gpt2_round_trip(tmp_path):
     import tiktoken
 
@@ -479,3 +471,21 @@ def test_meta_pkl_is_read_as_plain_data_only(tmp_path):
         pickle.dump({"vocab_size": 2, "itos": {0: "a"}}, f)
     with pytest.raises(DataError, match="expected nanoGPT's char meta"):
         load_meta(folder)
+
+
+def test_shipped_gpt2_bpe_files_work_offline(tmp_path, monkeypatch):
+    """Without ../shared, tiktoken's GPT-2 files come from the copy shipped in golden/tiktoken_gpt2/,
+    unpacked once under .nanoproof/: the encoding loads with no network and encodes as GPT-2 does."""
+    from nanoproof import env, paths
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path / "clone")        # nothing beside it
+    monkeypatch.setattr(paths, "WORK_DIR", tmp_path / "work")
+    folder = Path(env.tiktoken_cache())
+    assert folder == tmp_path / "work" / ".nanoproof" / "tiktoken_cache"
+    shipped = sorted(p.stem for p in (paths.GOLDEN_DIR / "tiktoken_gpt2").glob("*.xz"))
+    assert sorted(p.name for p in folder.iterdir()) == shipped and len(shipped) == 2
+    code = "import tiktoken; print(tiktoken.get_encoding('gpt2').encode_ordinary('Hello world'))"
+    env_vars = {**os.environ, "TIKTOKEN_CACHE_DIR": str(folder), "HTTPS_PROXY": "http://127.0.0.1:9",
+                "HTTP_PROXY": "http://127.0.0.1:9"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env_vars)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[15496, 995]", proc.stderr[-500:]

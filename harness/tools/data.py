@@ -38,7 +38,6 @@ import numpy as np
 from nanoproof.paths import GOLDEN_DIR, REPO_ROOT, WORK_DIR, atomic_write_bytes, atomic_write_files
 from nanoproof.spec.corpus import (DTYPE, TINYSHAKESPEARE_XZ, DataError, char_decode, char_encode, char_splits,
                                   split_text, tinyshakespeare_bytes)
-SHARED_DIR = REPO_ROOT.parent / "shared"  # beside the repo root on our CI and dev machines
 
 FORMAT = "nanoproof-data-1"
 MODES = ("char", "gpt2")
@@ -60,16 +59,10 @@ def one_line(x: object) -> str:
 # ----------------------------------------------------------------------------- tiktoken
 
 
-def _ensure_tiktoken_cache() -> None:
-    """Point tiktoken at the shared offline cache when the user has not chosen one."""
-    shared_cache = SHARED_DIR / "tiktoken_cache"
-    if "TIKTOKEN_CACHE_DIR" not in os.environ and shared_cache.is_dir():
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(shared_cache)
-
-
 @functools.lru_cache(maxsize=1)
 def _gpt2_encoding():
-    _ensure_tiktoken_cache()
+    from nanoproof import env
+    env.tiktoken_cache()   # offline: ../shared's or the shipped GPT-2 files
     try:
         import tiktoken
 

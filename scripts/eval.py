@@ -13,11 +13,11 @@ from pathlib import Path
 # this checkout's harness, even where another checkout is installed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nanoproof.cli import DEVICES, DeviceError, array_module, positive_int  # noqa: E402
+from nanoproof.cli import DEVICES, DeviceError, positive_int  # noqa: E402
 from nanoproof import env  # noqa: E402
-from nanoproof.spec.contract import ContractError, load_impl, load_reference  # noqa: E402
+from nanoproof.spec.contract import ContractError  # noqa: E402
 from nanoproof.tools.data import DataError, load_meta, load_split  # noqa: E402
-from nanoproof.tools.evaluate import WeightsError, check_vocabulary, evaluate, load_weights, perplexity  # noqa: E402
+from nanoproof.tools.evaluate import WeightsError, check_vocabulary, evaluate, open_model, perplexity  # noqa: E402
 
 DESCRIPTION = """\
 Report the mean cross-entropy (nats per token, token-weighted) and the perplexity exp(loss) of a
@@ -80,14 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        xp = array_module(args.device)
-        module = load_reference() if args.impl == "reference" else load_impl(args.impl)
-        source = args.weights or args.ckpt
-        if args.ckpt is not None and not Path(args.ckpt).is_file():
-            raise WeightsError(f"{args.ckpt}: no such checkpoint file")
-        if args.weights is not None and Path(args.weights).is_file():
-            raise WeightsError(f"{args.weights}: --weights takes a Hugging Face folder (--ckpt takes our .npz)")
-        params, config, weights_data = load_weights(source, module, args.dtype, xp)
+        module, xp, source, params, config, weights_data = open_model(args.impl, args.weights, args.ckpt,
+                                                                      args.dtype, args.device)
         meta = load_meta(args.data)
         check_vocabulary(config, weights_data, meta, source, args.data)
         data = load_split(args.data, args.split)

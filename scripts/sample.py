@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from nanoproof import env  # noqa: E402
-from nanoproof.cli import DEVICES, DeviceError, array_module, nonnegative_int, positive_int  # noqa: E402
-from nanoproof.spec.contract import ContractError, load_impl, load_reference  # noqa: E402
+from nanoproof.cli import DEVICES, DeviceError, nonnegative_int, positive_int  # noqa: E402
+from nanoproof.spec.contract import ContractError  # noqa: E402
 from nanoproof.tools.data import GPT2_VOCAB_SIZE, DataError, encoder  # noqa: E402
-from nanoproof.tools.evaluate import WeightsError, load_weights  # noqa: E402
+from nanoproof.tools.evaluate import WeightsError, open_model  # noqa: E402
 
 GPT2_EOT = GPT2_VOCAB_SIZE - 1  # <|endoftext|>, tiktoken's gpt2 eot_token
 
@@ -112,14 +112,8 @@ def text_codec(config: dict, weights_data: dict | None, source) -> tuple:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        xp = array_module(args.device)
-        module = load_reference() if args.impl == "reference" else load_impl(args.impl)
-        source = args.weights or args.ckpt
-        if args.ckpt is not None and not Path(args.ckpt).is_file():
-            raise WeightsError(f"{args.ckpt}: no such checkpoint file")
-        if args.weights is not None and Path(args.weights).is_file():
-            raise WeightsError(f"{args.weights}: --weights takes a Hugging Face folder (--ckpt takes our .npz)")
-        params, config, weights_data = load_weights(source, module, args.dtype, xp)
+        module, xp, source, params, config, weights_data = open_model(args.impl, args.weights, args.ckpt,
+                                                                      args.dtype, args.device)
         encode, decode, eot = text_codec(config, weights_data, source)
         if args.stop_at_eot and eot is None:
             raise WeightsError(f"{source} is a char-level model: it has no <|endoftext|> token for --stop_at_eot")

@@ -37,7 +37,8 @@ def test_the_package_holds_its_data(installed):
     pkg = installed / "nanoproof"
     for rel in ("goldens/tolerances.json", "goldens/tiny.h5", "goldens/shakespeare-char.h5",
                 "goldens/tinyshakespeare.txt.xz", "impl/gpt2.py", "reference/model.py", "scripts/verify.py",
-                "fixtures/gpt2_frozen.py", "measure/mutmut_survivors.json", "runner/worker.py"):
+                "fixtures/gpt2_frozen.py", "measure/mutmut_survivors.json", "runner/worker.py",
+                "judge/schemas/verify.schema.json", "goldens/tiktoken_gpt2/6d1cbeee0f20b3d9449abfede4726ed8212e3aee.xz"):
         assert (pkg / rel).is_file(), rel
     assert not (installed / "harness").exists() and not (installed / "reference").exists()
 

@@ -53,6 +53,23 @@ def read_npz_checkpoint(path) -> tuple[dict, dict, dict | None]:
     return params, config, meta.get("data")
 
 
+def open_model(impl, weights, ckpt, dtype, device):
+    """What sample and eval start from: (module, xp, source, params, config, data meta or None) for an
+    implementation file (or "reference"), a Hugging Face folder (weights) or our checkpoint (ckpt), a
+    dtype and a --device. Raises WeightsError, ContractError or DeviceError with a one-line message."""
+    from nanoproof.cli import array_module
+    from nanoproof.spec.contract import load_impl, load_reference
+    xp = array_module(device)
+    module = load_reference() if impl == "reference" else load_impl(impl)
+    source = weights or ckpt
+    if ckpt is not None and not Path(ckpt).is_file():
+        raise WeightsError(f"{ckpt}: no such checkpoint file")
+    if weights is not None and Path(weights).is_file():
+        raise WeightsError(f"{weights}: --weights takes a Hugging Face folder (--ckpt takes our .npz)")
+    params, config, weights_data = load_weights(source, module, dtype, xp)
+    return module, xp, source, params, config, weights_data
+
+
 def load_weights(source, module, dtype="float32", xp=np) -> tuple[dict, dict, dict | None]:
     """(params on xp in dtype, config, training data meta or None) from a Hugging Face GPT-2 folder or
     an .npz checkpoint of ours, in the contract's layout whatever `module` is (it no longer chooses

@@ -9,7 +9,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent       # the nanoproof package (har
 # A clone (run in place, or installed with pip install -e): the repo's folders. A plain `pip install`:
 # golden/, impl/, reference/ and the frozen fixture ship inside the package (pyproject's package-dir),
 # and what a run writes (data/, out/, .nanoproof/) goes under the current folder.
-IN_CLONE = (PACKAGE_DIR.parent / "golden").is_dir() and (PACKAGE_DIR.parent / "reference").is_dir()
+IN_CLONE = all((PACKAGE_DIR.parent / name).exists() for name in ("pyproject.toml", "golden", "reference", "impl"))
 if IN_CLONE:
     REPO_ROOT = PACKAGE_DIR.parent
     GOLDEN_DIR, IMPL_DIR, REFERENCE_DIR = REPO_ROOT / "golden", REPO_ROOT / "impl", REPO_ROOT / "reference"

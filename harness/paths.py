@@ -21,6 +21,12 @@ else:
 WORK_DIR = REPO_ROOT   # where data/, out/ and .nanoproof/ go
 
 
+def command(script, name):
+    """How to run one of nanoproof's commands here: `python scripts/SCRIPT.py` in a clone, `nanoproof
+    NAME` from an installed package (messages say the one that works)."""
+    return f"python scripts/{script}.py" if IN_CLONE else f"nanoproof {name}"
+
+
 def source_file(relpath):
     """A source file named as in the clone ("reference/model.py", "harness/spec/cases.py"), wherever
     it is installed."""

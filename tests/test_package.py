@@ -50,6 +50,9 @@ def test_verify_from_any_folder(installed, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("verify: OK — same function; semantic 1/1 ok, score 1/1 ok")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my_gpt2.py"]
+    hint = run(installed, tmp_path, "verify", "--impl", "my_gpt2.py", "--case", "tiny", "--tier", "exact",
+               "--tier", "semantic", "-q")
+    assert hint.returncode == 0 and "exact: no snapshot (nanoproof snapshot before an edit)" in hint.stdout, hint.stdout
 
 
 def test_the_command_lists_its_commands(installed, tmp_path):

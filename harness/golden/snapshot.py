@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nanoproof import env
 from nanoproof.golden.files import dataset_sha256
-from nanoproof.paths import REPO_ROOT, WORK_DIR, atomic_write_bytes
+from nanoproof.paths import REPO_ROOT, WORK_DIR, atomic_write_bytes, command
 from nanoproof.judge.report import Row, TierResult
 
 SNAPSHOT_DIR = WORK_DIR / ".nanoproof"
@@ -53,12 +53,12 @@ def write(path, impl_path, per_case):
 def read(path):
     path = Path(path)
     if not path.is_file():
-        return None, f"no snapshot at {path}: run python scripts/snapshot.py before an edit"
+        return None, f"no snapshot at {path}: run {command('snapshot', 'snapshot')} before an edit"
     try:
         data = json.loads(path.read_text())
         assert data.get("format") == FORMAT
     except Exception:
-        return None, f"{path} is not a readable snapshot: take a new one with python scripts/snapshot.py"
+        return None, f"{path} is not a readable snapshot: take a new one with {command('snapshot', 'snapshot')}"
     return data, ""
 
 

@@ -298,7 +298,8 @@ def verdict(results, require=()):
         elif same:
             parts.append(f"exact: bit-identical ({', '.join(same)})")
         else:
-            parts.append("exact: no snapshot (python scripts/snapshot.py before an edit)")
+            from nanoproof.paths import command
+            parts.append(f"exact: no snapshot ({command('snapshot', 'snapshot')} before an edit)")
     not_run = _not_run(results)
     missing = []
     for want in require:

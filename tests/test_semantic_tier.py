@@ -19,7 +19,7 @@ import pytest
 
 from nanoproof.judge import report, verify
 from nanoproof.spec.cases import CASES
-from nanoproof.spec.contract import DEFAULT_IMPL, check_contract
+from nanoproof.spec.contract import check_contract
 
 SEMANTIC_CASES = [name for name, case in CASES.items() if case.kind != "score"]
 
@@ -28,8 +28,10 @@ def import_impl():
     """impl/gpt2.py as the module `impl.gpt2` (what mutmut's trampolines need; also used by
     tests/test_mutation_gaps.py)."""
     module = importlib.import_module("impl.gpt2")
-    # the mutated copy under mutmut (mutants/impl/gpt2.py), never a stale one elsewhere on sys.path
-    assert Path(module.__file__).resolve() == DEFAULT_IMPL.resolve(), module.__file__
+    # this checkout's file (under mutmut: the mutated copy mutants/impl/gpt2.py, while nanoproof itself
+    # may be imported from the installed clone), never a stale one elsewhere on sys.path
+    here = Path(__file__).resolve().parents[1] / "impl" / "gpt2.py"
+    assert Path(module.__file__).resolve() == here, module.__file__
     check_contract(module, "impl.gpt2")
     return module
 

@@ -47,12 +47,13 @@ class GateError(Exception):
 
 def from_log(path, step, steps):
     """(step, val loss) from a log.jsonl's eval records: at `step`, or the last step `steps` covers."""
+    from nanoproof.tools.checkpoints import TrainingError, read_log   # the one reader of log.jsonl
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        evals = {int(r["step"]): float(r["val_loss"]) for r in map(json.loads, filter(None, lines))
-                 if r.get("kind") == "eval"}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise GateError(f"{path}: not a readable log.jsonl ({type(exc).__name__}: {exc})") from None
+        evals = {int(r["step"]): float(r["val_loss"]) for r in read_log(path) if r["kind"] == "eval"}
+    except TrainingError as exc:
+        raise GateError(str(exc)) from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GateError(f"{path}: an eval record without a numeric step and val_loss ({type(exc).__name__}: {exc})") from None
     if not evals:
         raise GateError(f"{path}: no eval records (kind \"eval\")")
     if step is None:

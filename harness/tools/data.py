@@ -144,6 +144,8 @@ def find_tinyshakespeare(
     ``source`` is the local path, or ``url`` when this call downloaded it. ``root`` defaults to the
     repo root. Raises DataError (naming the URL and the reason) when the download fails.
     """
+    # the shipped copy: in root's golden/ when a root is given (tests), else this install's golden/
+    shipped = (Path(root) / "golden" if root is not None else GOLDEN_DIR) / TINYSHAKESPEARE_XZ.name
     root = Path(root) if root is not None else WORK_DIR
     log = log or (lambda msg: None)
     cache = root / "data" / TINYSHAKESPEARE_NAME
@@ -152,7 +154,6 @@ def find_tinyshakespeare(
         if candidate.is_file():
             log(f"using tiny Shakespeare from {candidate}")
             return candidate, str(candidate)
-    shipped = (root / "golden" if root != WORK_DIR else GOLDEN_DIR) / TINYSHAKESPEARE_XZ.name
     if shipped.is_file():
         log(f"using tiny Shakespeare shipped as {shipped}")
         raw = tinyshakespeare_bytes(shipped)

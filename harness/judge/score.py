@@ -37,11 +37,12 @@ def band(values, tol):
     return mean, sigma, half
 
 
-def check(case, golden, observed, seed, step, tol, tier="score", same_run=True):
+def check(case, golden, observed, seed, step, tol, tier="score", same_run=True, group="numpy-float32"):
     """Rows for one observed val loss (used by verify and gate_val_loss). same_run: the number comes
     from the case's own run (its seed, float32 numpy): then it must also match the reference's run of
-    that seed within score.same_seed; a number from any other run is held to the band alone."""
-    seeds, values = ensemble(golden, step)
+    that seed within score.same_seed; a number from any other run is held to the band alone.
+    group: the recording to compare with (a band file of `gate --record` holds numpy-<its dtype>)."""
+    seeds, values = ensemble(golden, step, group)
     mean, sigma, half = band(values, tol)
     rows = []
     r = Row(tier, "score", f"val loss vs {len(values)}-seed band", step, (), metric="sigma",

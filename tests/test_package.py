@@ -16,15 +16,24 @@ SKIP = shutil.ignore_patterns(".venv", ".git", "mutants", "build", "__pycache__"
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """`pip install --no-deps --target DIR` of a copy of this checkout (the copy keeps setuptools'
-    build/ out of the checkout); the dependencies are this venv's."""
+    """`pip install --no-deps --target DIR` of a copy of this checkout; the dependencies are this venv's."""
     root = tmp_path_factory.mktemp("install")
     source, target = root / "source", root / "site"
     shutil.copytree(REPO_ROOT, source, ignore=SKIP)
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                            "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    SOURCE["path"] = source
     return target
+
+
+SOURCE = {}
+
+
+def test_installing_leaves_nothing_in_the_clone(installed):
+    """harness/build_backend.py builds the wheel from a temporary copy: no build/, no egg-info."""
+    left = sorted(p.name for p in SOURCE["path"].iterdir() if p.name == "build" or p.name.endswith(".egg-info"))
+    assert not left, f"pip install . left {left} in the source folder"
 
 
 def run(installed, cwd, *args):

@@ -146,6 +146,9 @@ def lr_at(step, hparams):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["verdict"] == "FAIL" and doc["case"] == "band.h5" and doc["step"] == 40
+    jsonschema = pytest.importorskip("jsonschema")
+    from nanoproof.paths import PACKAGE_DIR
+    jsonschema.validate(doc, json.loads((PACKAGE_DIR / "judge" / "schemas" / "gate.schema.json").read_text()))
 
 
 def test_a_run_of_other_settings_is_refused_with_the_difference_named(own):

@@ -10,6 +10,7 @@ import sys
 
 COMMANDS = {   # command -> (module in nanoproof.scripts, what it does)
     "verify": ("verify", "same function as the golden files and reference/? (the main job)"),
+    "compare": ("compare_scores", "is B's val loss better, worse or indistinguishable from A's, and faster? (n seeds, t-tests)"),
     "gate": ("gate_val_loss", "the val-loss gate: a run, a number or a training log against the seed band"),
     "train": ("train", "train a contract file nanoGPT-style (log, checkpoints, resume, plot)"),
     "sample": ("sample", "generate text from a checkpoint or Hugging Face GPT-2 weights"),
@@ -43,7 +44,7 @@ def main(argv=None):
         return 2
     sys.argv = [f"nanoproof {name}", *rest]          # argparse's prog in usage lines
     module = importlib.import_module(f"nanoproof.scripts.{COMMANDS[name][0]}")
-    if name in ("train", "eval", "bench"):
+    if name in ("train", "eval", "bench", "compare"):
         from nanoproof import env
         env.keep_freed_memory()                       # as the scripts do when run directly
     try:

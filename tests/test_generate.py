@@ -3,6 +3,7 @@ transformers' `generate(do_sample=False)` token for token on a transformers-save
 batched (left-padded) prompts equal each prompt alone, the KV cache equals recomputing the prefix,
 impl equals reference/sampling.py, and the sampling rules (temperature, top-k, top-p, seed, stop at
 block_size or a stop token) hold as properties."""
+import re
 import subprocess
 import sys
 
@@ -348,3 +349,55 @@ def test_sample_script_user_errors(impl, tmp_path, tmp_path_factory, capsys, cas
         assert case in ("top_p 0", "negative temperature")
     assert status == 2 and message in err.strip().splitlines()[-1], err
     assert "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- past block_size
+
+def greedy_by_hand(impl, params, config, prompt, n_tokens):
+    """Greedy continuation, one forward per token over the last block_size - 1 tokens: the oracle of
+    the sample commands' cropping (independent of generate and its KV cache)."""
+    row = list(prompt)
+    for _ in range(n_tokens):
+        context = np.array([row[-(config["block_size"] - 1):]])
+        logits = impl.forward(params, context, None, config)[1]["logits"]
+        row.append(int(np.argmax(logits[0, -1])))
+    return row[len(prompt):]
+
+
+def test_sample_commands_go_past_block_size_by_cropping(impl, tmp_path, capsys):
+    """impl/gpt2.py sample and scripts/sample.py both produce --n_tokens tokens beyond block_size (16):
+    greedy, each token is the argmax of a forward over the last 15 tokens; sampled, both commands print
+    the same text, each row prompt + n_tokens characters, with and without the KV cache."""
+    import json
+    ckpt = str(char_checkpoint(impl, tmp_path / "ckpt.npz"))
+    with np.load(ckpt) as f:
+        meta = json.loads(str(f["meta"]))
+        params = {k[len("params/"):]: f[k].astype("float64") for k in f.files if k.startswith("params/")}
+    chars, config, n = meta["data"]["chars"], meta["config"], 3 * TINY["block_size"] + 5
+    expected = "".join(chars[i] for i in greedy_by_hand(impl, params, config, [chars.index(c) for c in "abc"], n))
+    for extra in (["--temperature", "0", "--dtype", "float64"], ["--seed", "4"], ["--seed", "4", "--no_kv_cache"]):
+        own = run_sample("abc", "h", "--ckpt", ckpt, "--n_tokens", str(n), *extra)
+        assert own.returncode == 0, own.stderr
+        texts = [t[:-1] for t in re.split(r"^---------- sample \d of 2: .*\n", own.stdout, flags=re.M)[1:]]
+        assert [len(t) for t in texts] == [3 + n, 1 + n] and texts[0][:3] == "abc" and texts[1][0] == "h"
+        if extra[1] == "0":
+            assert texts[0] == "abc" + expected
+        status, out, err = sample_script(capsys, "abc", "h", "--ckpt", ckpt, "--n_tokens", str(n), *extra,
+                                         "--impl", "impl/gpt2.py")
+        assert (status, err) == (0, "") and out == own.stdout
+    full = "a" * TINY["block_size"]                       # a prompt that fills the block goes on too
+    own = run_sample(full, "--ckpt", ckpt, "--n_tokens", "3")
+    assert own.returncode == 0 and len(own.stdout.splitlines()[0]) == TINY["block_size"] + 3, own.stderr
+
+
+def test_generate_beyond_block_stops_rows_at_the_stop_token(impl):
+    """A row that produced stop_token leaves the batch (its tokens end there, past block_size); the
+    others go on to n_tokens. Greedy in float64, so leaving the batch changes no other row's tokens."""
+    from nanoproof.tools.evaluate import generate_beyond_block
+    params = impl.init(TINY, 3, np, "float64")
+    free = generate_beyond_block(impl, params, [[1, 2], [3]], 40, TINY)
+    assert [len(row) for row in free] == [40, 40]
+    stop = free[0][20]                                    # a token row 0 makes past the first block
+    cut = lambda row: row[:row.index(stop) + 1] if stop in row else row
+    got = generate_beyond_block(impl, params, [[1, 2], [3]], 40, TINY, stop_token=stop)
+    assert got == [cut(row) for row in free] and len(got[0]) <= 21

@@ -510,3 +510,52 @@ def test_plot_overlays_runs_and_names_a_broken_log(tmp_path, toy_data):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and f"{broken}, line 2: not JSON" in proc.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+# ----------------------------------------------------------------------------- nanoGPT habits on the command lines
+
+
+def test_help_examples_of_resume_are_accepted(tmp_path, toy_data):
+    """Every `--resume` example of scripts/train.py --help continues a run made with the defaults of
+    its other flags (only --max_iters changed here, to keep it short)."""
+    examples = [line.split("#")[0].split()[2:] for line in cli.EPILOG.splitlines()
+                if "scripts/train.py" in line and "--resume" in line]
+    assert examples
+    base = ["--dataset", str(toy_data), "--out_dir", str(tmp_path), "--no-progress", "--n_layer", "1",
+            "--n_embd", "16", "--n_head", "2", "--block_size", "16", "--eval_iters", "1"]
+    assert cli.main([*base, "--max_iters", "2", "--eval_interval", "2"]) == 0
+    for flags in examples:
+        if "--max_iters" in flags:
+            flags[flags.index("--max_iters") + 1] = "3"
+        assert cli.main(["--dataset", str(toy_data), "--out_dir", str(tmp_path), "--no-progress", *flags]) == 0, flags
+        assert load_checkpoint(tmp_path / CKPT_NAME)[2]["step"] == 3
+        assert cli.main([*base, "--max_iters", "2", "--eval_interval", "2"]) == 0   # back to step 2
+
+
+def test_impls_train_takes_nanogpts_dataset_and_out_dir(impl, tmp_path, toy_data):
+    """impl/gpt2.py train: --dataset/--out_dir as scripts/train.py (out_dir/ckpt.npz), --data/--out
+    as aliases (an --out ending in .npz is the file itself); sample reads either."""
+    short = ["--max_iters", "2", "--eval_interval", "2", "--eval_iters", "1", "--n_layer", "1", "--n_embd", "16",
+             "--n_head", "2", "--block_size", "16"]
+    for flags, ckpt in [(["--dataset", str(toy_data), "--out_dir", str(tmp_path / "o")], tmp_path / "o" / "ckpt.npz"),
+                        (["--data", str(toy_data), "--out", str(tmp_path / "p.npz")], tmp_path / "p.npz")]:
+        out = subprocess.run([sys.executable, "impl/gpt2.py", "train", *flags, *short], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.splitlines()[-2] == f"saved {ckpt}", out.stderr
+        sample = subprocess.run([sys.executable, "impl/gpt2.py", "sample", "\n", "--ckpt", str(ckpt),
+                                 "--n_tokens", "3"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert sample.returncode == 0 and len(sample.stdout) == 1 + 3 + 1, sample.stderr
+
+
+@pytest.mark.parametrize("script", ["impl", "scripts"])
+def test_device_cuda_is_gpu(script, tmp_path, toy_data):
+    """--device cuda (nanoGPT's spelling) is accepted as gpu by both commands: without cupy it is the
+    one-line "needs cupy" error, not argparse's invalid choice."""
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("cupy is installed: --device cuda would run")
+    cmd = (["impl/gpt2.py", "train", "--dataset", str(toy_data)] if script == "impl"
+           else ["scripts/train.py", "--dataset", str(toy_data), "--out_dir", str(tmp_path)])
+    out = subprocess.run([sys.executable, *cmd, "--device", "cuda"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode != 0 and "Traceback" not in out.stderr and "invalid choice" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "--device cuda needs cupy" in out.stderr

@@ -25,6 +25,7 @@ REQUIRED_ENTRIES = (
     "semantic.trajectory.grad_norm", "semantic.trajectory.params", "semantic.generate.logits",
     "semantic.generate.tokens", "backend.k", "backend.floor", "backend.float64",
     "score.band_sigmas", "score.band_floor", "score.same_seed",
+    "semantic.accumulation",    # tests/test_accumulation.py, tests/test_mpi.py; calibrate --only accumulation
 )
 # A value must be > 0, except: metric "exact" (integers compared for equality: the check takes no
 # tolerance, so its value must be 0, never a number that looks like a slack it does not get), and

@@ -20,6 +20,8 @@ LOG_NAME = "log.jsonl"
 PLOT_NAME = "loss.png"
 # the settings that must be equal to resume a run (max_iters may change)
 RESUME_KEYS = ("config", "dtype", "seed", "batch_size", "hparams", "eval_interval", "eval_iters")
+# settings a checkpoint may lack because it predates them, with the value such a run had
+RESUME_DEFAULTS = {"gradient_accumulation_steps": 1}
 # the data meta fields that decide the token streams (not `source`: the same text may have moved)
 DATA_KEYS = ("encoding", "vocab_size", "chars", "train_tokens", "val_tokens", "source_sha256")
 
@@ -80,7 +82,7 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
 def check_resumable(path, meta: dict, requested: dict, data_meta: dict, max_iters: int) -> None:
     diffs = []
     for key, want in requested.items():
-        have = meta.get(key)
+        have = meta.get(key, RESUME_DEFAULTS.get(key))
         if isinstance(want, dict) and isinstance(have, dict):
             diffs += [f"{key}.{k}: checkpoint {have.get(k)!r}, requested {want.get(k)!r}"
                       for k in sorted(set(want) | set(have)) if have.get(k) != want.get(k)]

@@ -53,6 +53,29 @@ def read_npz_checkpoint(path) -> tuple[dict, dict, dict | None]:
     return params, config, meta.get("data")
 
 
+def generate_beyond_block(module, params, prompts, n_tokens, config, *, temperature=0.0, top_k=None,
+                          top_p=None, rng=None, kv_cache=True, stop_token=None) -> list[list[int]]:
+    """n_tokens new ids per prompt (fewer only after stop_token) through the contract's ``generate``,
+    which itself stops when the batch reaches block_size: from there on, each row goes on from its last
+    block_size - 1 tokens (nanoGPT's sample crops its context to the block likewise), one ``generate``
+    call per stretch, with the same ``rng``. A prompt must still fit the block (generate's ValueError).
+    Rows that produced stop_token leave the batch; the others stay one left-padded batch. impl/gpt2.py's
+    ``sample`` command does the same, so both print the same text."""
+    T = config["block_size"]
+    tokens, active = [[] for _ in prompts], list(range(len(prompts)))
+    while active:
+        context = [(list(prompts[b]) + tokens[b])[-(T - 1):] if tokens[b] or len(prompts[b]) == T
+                   else list(prompts[b]) for b in active]
+        new, _ = module.generate(params, context, n_tokens - len(tokens[active[0]]), config,
+                                 temperature=temperature, top_k=top_k, top_p=top_p, rng=rng,
+                                 kv_cache=kv_cache, stop_token=stop_token)
+        for b, row in zip(active, new):
+            tokens[b] += list(row)
+        active = [b for b, row in zip(active, new)
+                  if len(row) and len(tokens[b]) < n_tokens and stop_token not in row[-1:]]
+    return tokens
+
+
 def open_model(impl, weights, ckpt, dtype, device):
     """What sample and eval start from: (module, xp, source, params, config, data meta or None) for an
     implementation file (or "reference"), a Hugging Face folder (weights) or our checkpoint (ckpt), a

@@ -13,6 +13,10 @@ from setuptools.build_meta import (  # noqa: F401  (the hooks this backend passe
     prepare_metadata_for_build_editable,
 )
 
+__all__ = ["build_editable", "build_sdist", "build_wheel", "get_requires_for_build_editable",
+           "get_requires_for_build_sdist", "get_requires_for_build_wheel", "prepare_metadata_for_build_editable",
+           "prepare_metadata_for_build_wheel"]
+
 # what a wheel is built from: pyproject.toml's package-dir folders and the files it reads
 SOURCES = ("pyproject.toml", "README.md", "harness", "reference", "scripts", "golden", "impl", "tests/fixtures")
 SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")

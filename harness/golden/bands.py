@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nanoproof.golden.files import GoldenError, read_golden, write_golden
+from nanoproof.golden.files import read_golden, write_golden
 
 KIND = "band"
 CONFIG_KEYS = ("n_layer", "n_head", "n_embd", "block_size")

@@ -130,9 +130,11 @@ def band_source(args):
             raise GateError("--same-run with --band needs --log beside its run's ckpt.npz (to check the "
                             "implementation, seed, dtype and backend)")
         module = Path(str(meta.get("module", "")))
-        same_impl = band["impl_sha256"] is not None and module.is_file() and bands.file_sha256(module) == band["impl_sha256"]
-        if band["impl_sha256"] is None:   # recorded with reference/
-            same_impl = "reference" in str(module)
+        if band["impl_sha256"] is None:   # recorded with reference/: the run trained this package's reference/
+            from nanoproof import reference
+            same_impl = module.resolve() == Path(reference.__file__).resolve()
+        else:
+            same_impl = module.is_file() and bands.file_sha256(module) == band["impl_sha256"]
         if not same_impl or meta.get("backend") != "numpy" or meta["seed"] not in band["seeds"]:
             name = f"{module.parent.name}/" if module.name == "__init__.py" else module.name
             raise GateError(f"--same-run: {ckpt.parent} is not the same run as a recorded seed (implementation "
